@@ -1,0 +1,13 @@
+/* commands.h -- the subcommands of `spirt`, one file each in src/cli/.
+ *
+ * Each takes the argv that starts at its own name and returns the process
+ * exit status: 0 success, 1 failure (a one-line error already printed),
+ * 2 usage error. Only the CLI may print to stdout or exit. */
+#ifndef SPIRT_CLI_COMMANDS_H
+#define SPIRT_CLI_COMMANDS_H
+
+int command_fit(int argc, char **argv);
+int command_eval(int argc, char **argv);
+int command_bench(int argc, char **argv);
+
+#endif /* SPIRT_CLI_COMMANDS_H */

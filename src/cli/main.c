@@ -1,0 +1,51 @@
+/* main.c -- the `spirt` command: dispatches to a subcommand.
+ *
+ * `spirt CMD --help` documents each subcommand; `spirt --help` lists them. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "spirt/log.h"
+
+typedef struct Subcommand {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} Subcommand;
+
+static const Subcommand subcommands[] = {
+    /* SUBCOMMANDS: each part adds its line here as it lands. */
+    {NULL, NULL, NULL},
+};
+static const size_t subcommand_count = sizeof(subcommands) / sizeof(subcommands[0]) - 1;
+
+static void print_help(FILE *stream) {
+    fprintf(stream,
+            "usage: spirt COMMAND [options]\n\n"
+            "spirt %s: peer-to-peer machine-learning training with in-database aggregation.\n\n"
+            "commands:\n",
+            SPIRT_VERSION);
+    for (size_t i = 0; i < subcommand_count; i++)
+        fprintf(stream, "  %-8s %s\n", subcommands[i].name, subcommands[i].summary);
+    fprintf(stream, "\n`spirt COMMAND --help` describes a command. Environment: SPIRT_LOG=debug|info|warn|error.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        print_help(stderr);
+        return 2;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "-h") == 0 || strcmp(name, "--help") == 0 || strcmp(name, "help") == 0) {
+        print_help(stdout);
+        return 0;
+    }
+    if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
+        printf("spirt %s\n", SPIRT_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < subcommand_count; i++)
+        if (strcmp(name, subcommands[i].name) == 0) return subcommands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "spirt: unknown command '%s' (see spirt --help)\n", name);
+    return 2;
+}
