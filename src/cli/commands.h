@@ -6,8 +6,7 @@
 #ifndef SPIRT_CLI_COMMANDS_H
 #define SPIRT_CLI_COMMANDS_H
 
-int command_fit(int argc, char **argv);
-int command_eval(int argc, char **argv);
 int command_bench(int argc, char **argv);
+/* COMMANDS: each subcommand adds its declaration here as it lands. */
 
 #endif /* SPIRT_CLI_COMMANDS_H */

@@ -14,6 +14,7 @@ typedef struct Subcommand {
 } Subcommand;
 
 static const Subcommand subcommands[] = {
+    {"bench", command_bench, "run a benchmark side by side with its baseline"},
     /* SUBCOMMANDS: each part adds its line here as it lands. */
     {NULL, NULL, NULL},
 };

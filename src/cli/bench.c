@@ -1,0 +1,230 @@
+/* bench.c -- the benchmarks' shared harness (see bench.h). */
+#include "cli/bench.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "spirt/clock.h"
+
+struct BenchReport {
+    json_t *object; /* {"bench": name, "rows": [...], ...} */
+    json_t *rows;   /* borrowed from object */
+    json_t *notes;  /* borrowed from object */
+};
+
+BenchReport *bench_report_create(const char *name) {
+    BenchReport *report = calloc(1, sizeof(*report));
+    if (report == NULL) return NULL;
+    report->object = json_object();
+    report->rows = json_array();
+    report->notes = json_array();
+    json_object_set_new(report->object, "bench", json_string(name));
+    json_object_set_new(report->object, "rows", report->rows);
+    json_object_set_new(report->object, "notes", report->notes);
+    return report;
+}
+
+void bench_report_free(BenchReport *report) {
+    if (report == NULL) return;
+    json_decref(report->object);
+    free(report);
+}
+
+json_t *bench_report_add_row(BenchReport *report) {
+    json_t *row = json_object();
+    json_array_append_new(report->rows, row);
+    return row;
+}
+
+void bench_report_set(BenchReport *report, const char *key, json_t *value) {
+    json_object_set_new(report->object, key, value);
+}
+
+void bench_report_note(BenchReport *report, const char *format, ...) {
+    char line[512];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(line, sizeof(line), format, args);
+    va_end(args);
+    json_array_append_new(report->notes, json_string(line));
+}
+
+static void format_cell(const json_t *value, char *out, size_t size) {
+    if (value == NULL || json_is_null(value))
+        snprintf(out, size, "-");
+    else if (json_is_integer(value))
+        snprintf(out, size, "%lld", (long long)json_integer_value(value));
+    else if (json_is_real(value)) {
+        double x = json_real_value(value);
+        double magnitude = x < 0 ? -x : x;
+        snprintf(out, size, magnitude >= 100 || magnitude == 0 ? "%.1f" : magnitude >= 1 ? "%.2f" : "%.3g", x);
+    } else if (json_is_string(value))
+        snprintf(out, size, "%s", json_string_value(value));
+    else if (json_is_boolean(value))
+        snprintf(out, size, "%s", json_is_true(value) ? "yes" : "no");
+    else
+        snprintf(out, size, "?");
+}
+
+void bench_report_print(const BenchReport *report, int as_json, const char *const *columns) {
+    if (as_json) {
+        char *text = json_dumps(report->object, JSON_COMPACT);
+        if (text) {
+            printf("%s\n", text);
+            free(text);
+        }
+        fflush(stdout);
+        return;
+    }
+    size_t column_count = 0;
+    while (columns[column_count]) column_count++;
+    size_t widths[32] = {0};
+    if (column_count > 32) column_count = 32;
+    char cell[64];
+    for (size_t c = 0; c < column_count; c++) widths[c] = strlen(columns[c]);
+    size_t index;
+    json_t *row;
+    json_array_foreach(report->rows, index, row) {
+        for (size_t c = 0; c < column_count; c++) {
+            format_cell(json_object_get(row, columns[c]), cell, sizeof(cell));
+            if (strlen(cell) > widths[c]) widths[c] = strlen(cell);
+        }
+    }
+    printf("%s\n", json_string_value(json_object_get(report->object, "bench")));
+    for (size_t c = 0; c < column_count; c++) printf("%s%*s", c ? "  " : "", (int)widths[c], columns[c]);
+    printf("\n");
+    json_array_foreach(report->rows, index, row) {
+        for (size_t c = 0; c < column_count; c++) {
+            format_cell(json_object_get(row, columns[c]), cell, sizeof(cell));
+            printf("%s%*s", c ? "  " : "", (int)widths[c], cell);
+        }
+        printf("\n");
+    }
+    json_t *note;
+    json_array_foreach(report->notes, index, note) printf("note: %s\n", json_string_value(note));
+    fflush(stdout);
+}
+
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double bench_median(double *values, size_t count) {
+    if (count == 0) return 0.0;
+    qsort(values, count, sizeof(double), compare_doubles);
+    return count % 2 ? values[count / 2] : 0.5 * (values[count / 2 - 1] + values[count / 2]);
+}
+
+double bench_median_ms(void (*run)(void *context), void *context, int warmup, int repeats) {
+    if (repeats < 1) repeats = 1;
+    for (int i = 0; i < warmup; i++) run(context);
+    double *times = malloc((size_t)repeats * sizeof(double));
+    if (times == NULL) return -1.0;
+    for (int i = 0; i < repeats; i++) {
+        double start = clock_monotonic_ms();
+        run(context);
+        times[i] = clock_monotonic_ms() - start;
+    }
+    double median = bench_median(times, (size_t)repeats);
+    free(times);
+    return median;
+}
+
+const char *bench_source_path(char *buffer, size_t size, const char *relative) {
+    const char *root = getenv("SPIRT_SOURCE_DIR");
+    snprintf(buffer, size, "%s/%s", root && *root ? root : SPIRT_SOURCE_DIR, relative);
+    return buffer;
+}
+
+json_t *bench_run_python(const char *script, const char *const *args, SpirtError *error) {
+    char script_path[1024], relative[512];
+    snprintf(relative, sizeof(relative), "bench/%s", script);
+    bench_source_path(script_path, sizeof(script_path), relative);
+    if (access("/usr/bin/python3", X_OK) != 0) {
+        spirt_error_set(error, SPIRT_ERR_NOT_FOUND, "/usr/bin/python3 not found (run scripts/deps.sh --bench)");
+        return NULL;
+    }
+    if (access(script_path, R_OK) != 0) {
+        spirt_error_set(error, SPIRT_ERR_NOT_FOUND, "baseline script %s: %s", script_path, strerror(errno));
+        return NULL;
+    }
+    const char *argv[64];
+    int argc = 0;
+    argv[argc++] = "/usr/bin/python3";
+    argv[argc++] = script_path;
+    for (int i = 0; args && args[i] && argc < 63; i++) argv[argc++] = args[i];
+    argv[argc] = NULL;
+
+    int pipe_fds[2];
+    if (pipe(pipe_fds) != 0) {
+        spirt_error_set(error, SPIRT_ERR_IO, "pipe: %s", strerror(errno));
+        return NULL;
+    }
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(pipe_fds[0]);
+        close(pipe_fds[1]);
+        spirt_error_set(error, SPIRT_ERR_IO, "fork: %s", strerror(errno));
+        return NULL;
+    }
+    if (pid == 0) {
+        dup2(pipe_fds[1], STDOUT_FILENO);
+        close(pipe_fds[0]);
+        close(pipe_fds[1]);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(pipe_fds[1]);
+    size_t capacity = 4096, length = 0;
+    char *output = malloc(capacity);
+    for (;;) {
+        if (output == NULL) break;
+        if (length + 1024 > capacity) {
+            char *grown = realloc(output, capacity * 2);
+            if (grown == NULL) {
+                free(output);
+                output = NULL;
+                break;
+            }
+            output = grown;
+            capacity *= 2;
+        }
+        ssize_t got = read(pipe_fds[0], output + length, capacity - length - 1);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) break;
+        length += (size_t)got;
+    }
+    close(pipe_fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (output == NULL) {
+        spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory reading %s's output", script);
+        return NULL;
+    }
+    output[length] = '\0';
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        spirt_error_set(error, SPIRT_ERR_IO,
+                        "baseline %s failed (exit status %d); is python3-torch/numpy installed? "
+                        "(scripts/deps.sh --bench)",
+                        script, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        free(output);
+        return NULL;
+    }
+    json_error_t parse_error;
+    json_t *result = json_loads(output, 0, &parse_error);
+    free(output);
+    if (result == NULL || !json_is_object(result)) {
+        json_decref(result);
+        spirt_error_set(error, SPIRT_ERR_FORMAT, "baseline %s did not print one JSON object: %s", script,
+                        parse_error.text);
+        return NULL;
+    }
+    return result;
+}

@@ -1,0 +1,59 @@
+/* bench.h -- what every `spirt bench NAME` shares: timing, the report (a
+ * readable table or one JSON object), and running a Python baseline.
+ *
+ * A benchmark is a function `int bench_NAME(int argc, char **argv)` in its
+ * own file src/cli/bench_NAME.c, listed in cmd_bench.c. It measures spirt
+ * and its baseline side by side in the same run, adds one row per case to a
+ * BenchReport, and prints it. JSON output is
+ *   {"bench": NAME, "rows": [{...}, ...], ...extra top-level fields...}
+ * with units in the key names (spirt_ms, baseline_samples_per_s, ...) and
+ * `speedup` = baseline time / spirt time (above 1: spirt is faster). */
+#ifndef SPIRT_CLI_BENCH_H
+#define SPIRT_CLI_BENCH_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "spirt/error.h"
+
+typedef struct BenchReport BenchReport;
+
+/* A new, empty report for benchmark `name`. Owned by the caller: bench_report_free. */
+BenchReport *bench_report_create(const char *name);
+void bench_report_free(BenchReport *report);
+
+/* A new row appended to the report; fill it with json_object_set_new. The
+ * row is borrowed: it lives as long as the report. */
+json_t *bench_report_add_row(BenchReport *report);
+/* A top-level field of the JSON object (e.g. "bandwidth_gb_s"); takes
+ * ownership of value. */
+void bench_report_set(BenchReport *report, const char *key, json_t *value);
+/* A line printed under the table and kept in "notes" (e.g. why a case was
+ * skipped). */
+void bench_report_note(BenchReport *report, const char *format, ...) __attribute__((format(printf, 2, 3)));
+
+/* Prints the report to stdout: one JSON object if as_json, otherwise a table
+ * of the given columns (NULL-terminated row keys; missing values print "-")
+ * and the notes. */
+void bench_report_print(const BenchReport *report, int as_json, const char *const *columns);
+
+/* Median wall time in milliseconds of `repeats` calls of run(context), after
+ * `warmup` unmeasured calls. repeats >= 1. */
+double bench_median_ms(void (*run)(void *context), void *context, int warmup, int repeats);
+
+/* Median of values[0..count) (reorders them). */
+double bench_median(double *values, size_t count);
+
+/* Runs `/usr/bin/python3 script args...` (script relative to the source tree's
+ * bench/ folder), waits for it, and parses its stdout as one JSON object.
+ * NULL with an error if python3, the script or its modules are missing
+ * (hint: scripts/deps.sh --bench) or its output is not JSON. Caller owns the
+ * result (json_decref). */
+json_t *bench_run_python(const char *script, const char *const *args, SpirtError *error);
+
+/* Fills `buffer` with a path in the source tree (SPIRT_SOURCE_DIR). */
+const char *bench_source_path(char *buffer, size_t size, const char *relative);
+
+/* BENCHMARK ENTRY POINTS: each bench_NAME.c adds its declaration here. */
+
+#endif /* SPIRT_CLI_BENCH_H */
