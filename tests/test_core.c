@@ -171,6 +171,7 @@ static void test_tensor_files(void) {
         {"truncated", 0, 0, -4, "truncated"},
         {"trailing", 0, 0, +3, "trailing"},
         {"header only", 0, 0, -(long)(15 * 4 + 40), "too short"},
+        {"unused dim", 24 + 8 * 3, 1, 0, "unused dimension 3"},
     };
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
         memcpy(damaged, good, size);
@@ -183,6 +184,20 @@ static void test_tensor_files(void) {
         tensor_free(bad);
     }
     CHECK(tensor_file_read("/nonexistent/x.tensor", &error) == NULL && error.code == SPIRT_ERR_NOT_FOUND);
+
+    /* The in-memory encoding is the file's bytes. */
+    size_t encoded_size = 0;
+    unsigned char *encoded = tensor_encode(tensor, &encoded_size, &error);
+    CHECK(encoded != NULL && encoded_size == size && memcmp(encoded, good, size) == 0);
+    Tensor *decoded = tensor_decode(encoded, encoded_size, "blob", &error);
+    CHECK(decoded && memcmp(decoded->data, tensor->data, tensor->count * sizeof(float)) == 0);
+    tensor_free(decoded);
+    encoded[SPIRT_TENSOR_FILE_HEADER_SIZE] ^= 1;
+    CHECK_ERROR(tensor_decode(encoded, encoded_size, "blob", &error) == NULL ? error.code : 0, SPIRT_ERR_FORMAT,
+                &error, "blob: data digest mismatch");
+    CHECK_ERROR(tensor_decode(encoded, 10, "blob", &error) == NULL ? error.code : 0, SPIRT_ERR_FORMAT, &error,
+                "too short");
+    free(encoded);
     tensor_free(tensor);
 }
 

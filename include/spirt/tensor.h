@@ -89,6 +89,15 @@ int tensor_all_finite(const float *values, size_t count, size_t *first_bad);
  * the hash's collision resistance); this is how peers compare models. */
 void tensor_digest_hex(const float *values, size_t count, char out[SPIRT_DIGEST_HEX_SIZE]);
 
+/* The file format above as bytes in memory (also the payload of a signed
+ * publication): a new buffer of *size bytes that the caller frees with
+ * free(). NULL on allocation failure. */
+unsigned char *tensor_encode(const Tensor *tensor, size_t *size, SpirtError *error);
+/* Parses bytes in the format above, checking every field and the digest.
+ * `what` names the source in error messages (a file, a key, a peer). The
+ * caller owns the result (tensor_free). */
+Tensor *tensor_decode(const unsigned char *bytes, size_t size, const char *what, SpirtError *error);
+
 /* Writes `tensor` to `path` in the file format above, atomically (a
  * temporary file renamed into place). */
 int tensor_file_write(const char *path, const Tensor *tensor, SpirtError *error);

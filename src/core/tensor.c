@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const char file_magic[8] = {'S', 'P', 'I', 'R', 'T', 'T', 'N', 'S'};
@@ -151,8 +152,8 @@ static uint64_t get_u64(const unsigned char *p) {
     return v;
 }
 
-int tensor_file_write(const char *path, const Tensor *tensor, SpirtError *error) {
-    unsigned char header[SPIRT_TENSOR_FILE_HEADER_SIZE] = {0};
+static void encode_header(const Tensor *tensor, unsigned char header[SPIRT_TENSOR_FILE_HEADER_SIZE]) {
+    memset(header, 0, SPIRT_TENSOR_FILE_HEADER_SIZE);
     memcpy(header, file_magic, 8);
     put_u32(header + 8, FILE_VERSION);
     put_u32(header + 12, DTYPE_FLOAT32);
@@ -160,7 +161,80 @@ int tensor_file_write(const char *path, const Tensor *tensor, SpirtError *error)
     for (int i = 0; i < SPIRT_TENSOR_MAX_DIMS; i++) put_u64(header + 24 + 8 * i, tensor->shape.dims[i]);
     put_u64(header + 56, tensor->count);
     digest_bytes(tensor->data, tensor->count, header + 64);
+}
 
+/* Checks a header and returns the shape it describes. `available` is the
+ * number of data bytes that follow the header. */
+static int decode_header(const unsigned char *header, size_t available, const char *what, TensorShape *shape,
+                         SpirtError *error) {
+    if (memcmp(header, file_magic, 8) != 0)
+        return spirt_error_set(error, SPIRT_ERR_FORMAT, "%s: not a spirt tensor (bad magic)", what);
+    if (get_u32(header + 8) != FILE_VERSION)
+        return spirt_error_set(error, SPIRT_ERR_FORMAT, "%s: tensor format version %u is not supported (this build reads %d)",
+                               what, get_u32(header + 8), FILE_VERSION);
+    if (get_u32(header + 12) != DTYPE_FLOAT32)
+        return spirt_error_set(error, SPIRT_ERR_FORMAT, "%s: unknown dtype %u (only float32 = 1)", what, get_u32(header + 12));
+    uint64_t dims[SPIRT_TENSOR_MAX_DIMS];
+    for (int i = 0; i < SPIRT_TENSOR_MAX_DIMS; i++) dims[i] = get_u64(header + 24 + 8 * i);
+    if (tensor_shape_init(shape, get_u32(header + 16), dims, error) != SPIRT_OK)
+        return spirt_error_prefix(error, "%s", what);
+    for (uint32_t i = shape->ndim; i < SPIRT_TENSOR_MAX_DIMS; i++)
+        if (dims[i] != 0)
+            return spirt_error_set(error, SPIRT_ERR_FORMAT, "%s: unused dimension %u is %llu, not 0", what, i,
+                                   (unsigned long long)dims[i]);
+    uint64_t count = get_u64(header + 56);
+    if (count != tensor_shape_count(shape))
+        return spirt_error_set(error, SPIRT_ERR_FORMAT, "%s: count %llu does not match the dimensions", what,
+                               (unsigned long long)count);
+    if (available < count * sizeof(float))
+        return spirt_error_set(error, SPIRT_ERR_FORMAT, "%s: truncated: %zu of %llu values", what,
+                               available / sizeof(float), (unsigned long long)count);
+    if (available > count * sizeof(float))
+        return spirt_error_set(error, SPIRT_ERR_FORMAT, "%s: trailing bytes after the data", what);
+    return SPIRT_OK;
+}
+
+static int check_digest(const Tensor *tensor, const unsigned char *header, const char *what, SpirtError *error) {
+    unsigned char digest[DIGEST_BYTES];
+    digest_bytes(tensor->data, tensor->count, digest);
+    if (memcmp(digest, header + 64, DIGEST_BYTES) != 0)
+        return spirt_error_set(error, SPIRT_ERR_FORMAT, "%s: data digest mismatch (corrupt)", what);
+    return SPIRT_OK;
+}
+
+unsigned char *tensor_encode(const Tensor *tensor, size_t *size, SpirtError *error) {
+    size_t total = SPIRT_TENSOR_FILE_HEADER_SIZE + tensor->count * sizeof(float);
+    unsigned char *bytes = malloc(total);
+    if (bytes == NULL) {
+        spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory encoding a tensor of %zu values", tensor->count);
+        return NULL;
+    }
+    encode_header(tensor, bytes);
+    memcpy(bytes + SPIRT_TENSOR_FILE_HEADER_SIZE, tensor->data, tensor->count * sizeof(float));
+    *size = total;
+    return bytes;
+}
+
+Tensor *tensor_decode(const unsigned char *bytes, size_t size, const char *what, SpirtError *error) {
+    if (size < SPIRT_TENSOR_FILE_HEADER_SIZE) {
+        spirt_error_set(error, SPIRT_ERR_FORMAT, "%s: too short for a tensor header (%zu bytes)", what, size);
+        return NULL;
+    }
+    TensorShape shape;
+    if (decode_header(bytes, size - SPIRT_TENSOR_FILE_HEADER_SIZE, what, &shape, error) != SPIRT_OK) return NULL;
+    Tensor *tensor = tensor_create(&shape, error);
+    if (tensor == NULL) return NULL;
+    memcpy(tensor->data, bytes + SPIRT_TENSOR_FILE_HEADER_SIZE, tensor->count * sizeof(float));
+    if (check_digest(tensor, bytes, what, error) != SPIRT_OK) {
+        tensor_free(tensor);
+        return NULL;
+    }
+    return tensor;
+}
+
+int tensor_file_write(const char *path, const Tensor *tensor, SpirtError *error) {
+    unsigned char header[SPIRT_TENSOR_FILE_HEADER_SIZE];
+    encode_header(tensor, header);
     char temporary[4096];
     if (snprintf(temporary, sizeof(temporary), "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof(temporary))
         return spirt_error_set(error, SPIRT_ERR_INVALID, "path too long: %s", path);
@@ -188,59 +262,29 @@ Tensor *tensor_file_read(const char *path, SpirtError *error) {
         spirt_error_set(error, errno == ENOENT ? SPIRT_ERR_NOT_FOUND : SPIRT_ERR_IO, "%s: %s", path, strerror(errno));
         return NULL;
     }
-    unsigned char header[SPIRT_TENSOR_FILE_HEADER_SIZE];
     Tensor *tensor = NULL;
-    if (fread(header, 1, sizeof(header), file) != sizeof(header)) {
+    unsigned char header[SPIRT_TENSOR_FILE_HEADER_SIZE];
+    struct stat info;
+    if (fstat(fileno(file), &info) != 0 || !S_ISREG(info.st_mode)) {
+        spirt_error_set(error, SPIRT_ERR_IO, "%s: not a regular file", path);
+    } else if ((size_t)info.st_size < sizeof(header) || fread(header, 1, sizeof(header), file) != sizeof(header)) {
         spirt_error_set(error, SPIRT_ERR_FORMAT, "%s: too short for a tensor file header", path);
-        goto done;
+    } else {
+        TensorShape shape;
+        /* The header is checked against the file's real size before any
+         * allocation, so a lying header cannot make us allocate gigabytes. */
+        if (decode_header(header, (size_t)info.st_size - sizeof(header), path, &shape, error) == SPIRT_OK &&
+            (tensor = tensor_create(&shape, error)) != NULL) {
+            if (fread(tensor->data, sizeof(float), tensor->count, file) != tensor->count) {
+                spirt_error_set(error, SPIRT_ERR_IO, "%s: read failed", path);
+                tensor_free(tensor);
+                tensor = NULL;
+            } else if (check_digest(tensor, header, path, error) != SPIRT_OK) {
+                tensor_free(tensor);
+                tensor = NULL;
+            }
+        }
     }
-    if (memcmp(header, file_magic, 8) != 0) {
-        spirt_error_set(error, SPIRT_ERR_FORMAT, "%s: not a spirt tensor file (bad magic)", path);
-        goto done;
-    }
-    if (get_u32(header + 8) != FILE_VERSION) {
-        spirt_error_set(error, SPIRT_ERR_FORMAT, "%s: tensor file version %u is not supported (this build reads %d)",
-                        path, get_u32(header + 8), FILE_VERSION);
-        goto done;
-    }
-    if (get_u32(header + 12) != DTYPE_FLOAT32) {
-        spirt_error_set(error, SPIRT_ERR_FORMAT, "%s: unknown dtype %u (only float32 = 1)", path, get_u32(header + 12));
-        goto done;
-    }
-    uint64_t dims[SPIRT_TENSOR_MAX_DIMS];
-    for (int i = 0; i < SPIRT_TENSOR_MAX_DIMS; i++) dims[i] = get_u64(header + 24 + 8 * i);
-    TensorShape shape;
-    if (tensor_shape_init(&shape, get_u32(header + 16), dims, error) != SPIRT_OK) {
-        spirt_error_prefix(error, "%s", path);
-        goto done;
-    }
-    if (get_u64(header + 56) != tensor_shape_count(&shape)) {
-        spirt_error_set(error, SPIRT_ERR_FORMAT, "%s: count %llu does not match the dimensions", path,
-                        (unsigned long long)get_u64(header + 56));
-        goto done;
-    }
-    tensor = tensor_create(&shape, error);
-    if (tensor == NULL) goto done;
-    size_t got = fread(tensor->data, sizeof(float), tensor->count, file);
-    if (got != tensor->count) {
-        spirt_error_set(error, SPIRT_ERR_FORMAT, "%s: truncated: %zu of %zu values", path, got, tensor->count);
-        goto fail;
-    }
-    if (fgetc(file) != EOF) {
-        spirt_error_set(error, SPIRT_ERR_FORMAT, "%s: trailing bytes after the data", path);
-        goto fail;
-    }
-    unsigned char digest[DIGEST_BYTES];
-    digest_bytes(tensor->data, tensor->count, digest);
-    if (memcmp(digest, header + 64, DIGEST_BYTES) != 0) {
-        spirt_error_set(error, SPIRT_ERR_FORMAT, "%s: data digest mismatch (the file is corrupt)", path);
-        goto fail;
-    }
-    goto done;
-fail:
-    tensor_free(tensor);
-    tensor = NULL;
-done:
     fclose(file);
     return tensor;
 }

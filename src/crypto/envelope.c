@@ -1,0 +1,121 @@
+/* envelope.c -- signed envelopes for what peers publish
+ * (format in include/spirt/crypto.h). */
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "spirt/crypto.h"
+
+static const char envelope_magic[8] = {'S', 'P', 'I', 'R', 'T', 'E', 'N', 'V'};
+enum { ENVELOPE_VERSION = 1, DIGEST_BYTES = 32 };
+
+static void put_u16(unsigned char *p, uint16_t v) {
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+}
+static void put_u64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static uint16_t get_u16(const unsigned char *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static uint64_t get_u64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+unsigned char *envelope_seal(const Identity *signer, EnvelopeKind kind, uint64_t round, const void *payload,
+                             size_t payload_size, size_t *size, SpirtError *error) {
+    if (!signer->has_secret) {
+        spirt_error_set(error, SPIRT_ERR_INVALID, "identity %s has no secret key: cannot sign", signer->peer_id);
+        return NULL;
+    }
+    if (sodium_init() < 0) {
+        spirt_error_set(error, SPIRT_ERR_INTERNAL, "libsodium failed to initialise");
+        return NULL;
+    }
+    size_t id_length = strlen(signer->peer_id);
+    size_t signed_length = ENVELOPE_HEADER_BYTES + id_length;
+    if (payload_size > SIZE_MAX - signed_length - ENVELOPE_SIGNATURE_BYTES) {
+        spirt_error_set(error, SPIRT_ERR_INVALID, "payload too large");
+        return NULL;
+    }
+    size_t total = signed_length + payload_size + ENVELOPE_SIGNATURE_BYTES;
+    unsigned char *envelope = malloc(total);
+    if (envelope == NULL) {
+        spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory for a %zu-byte envelope", total);
+        return NULL;
+    }
+    memset(envelope, 0, ENVELOPE_HEADER_BYTES);
+    memcpy(envelope, envelope_magic, 8);
+    put_u16(envelope + 8, ENVELOPE_VERSION);
+    put_u16(envelope + 10, (uint16_t)kind);
+    put_u16(envelope + 12, (uint16_t)id_length);
+    put_u64(envelope + 16, round);
+    put_u64(envelope + 24, payload_size);
+    crypto_generichash(envelope + 32, DIGEST_BYTES, payload, payload_size, NULL, 0);
+    memcpy(envelope + ENVELOPE_HEADER_BYTES, signer->peer_id, id_length);
+    if (payload_size) memcpy(envelope + signed_length, payload, payload_size);
+    /* The signature goes last, over the header and the id; the payload is
+     * bound through its digest in the header. */
+    crypto_sign_detached(envelope + signed_length + payload_size, NULL, envelope, signed_length, signer->secret_key);
+    *size = total;
+    return envelope;
+}
+
+int envelope_peek(const unsigned char *envelope, size_t size, EnvelopeContents *contents, SpirtError *error) {
+    if (size < ENVELOPE_HEADER_BYTES + 1 + ENVELOPE_SIGNATURE_BYTES)
+        return spirt_error_set(error, SPIRT_ERR_FORMAT, "envelope too short (%zu bytes)", size);
+    if (memcmp(envelope, envelope_magic, 8) != 0)
+        return spirt_error_set(error, SPIRT_ERR_FORMAT, "not a signed envelope (bad magic)");
+    if (get_u16(envelope + 8) != ENVELOPE_VERSION)
+        return spirt_error_set(error, SPIRT_ERR_FORMAT, "envelope version %u is not supported", get_u16(envelope + 8));
+    if (get_u16(envelope + 14) != 0)
+        return spirt_error_set(error, SPIRT_ERR_FORMAT, "envelope reserved field is not zero");
+    size_t id_length = get_u16(envelope + 12);
+    uint64_t payload_size = get_u64(envelope + 24);
+    if (id_length == 0 || id_length > SPIRT_PEER_ID_MAX)
+        return spirt_error_set(error, SPIRT_ERR_FORMAT, "envelope peer id length %zu out of range", id_length);
+    /* Exact length: no truncation, no trailing bytes, no overflow. */
+    size_t fixed = ENVELOPE_HEADER_BYTES + id_length + ENVELOPE_SIGNATURE_BYTES;
+    if (payload_size > size || size - fixed != payload_size || size < fixed)
+        return spirt_error_set(error, SPIRT_ERR_FORMAT, "envelope length %zu does not match its header (payload %llu)",
+                               size, (unsigned long long)payload_size);
+    memset(contents, 0, sizeof(*contents));
+    memcpy(contents->peer_id, envelope + ENVELOPE_HEADER_BYTES, id_length);
+    contents->peer_id[id_length] = '\0';
+    if (!identity_peer_id_valid(contents->peer_id))
+        return spirt_error_set(error, SPIRT_ERR_FORMAT, "envelope peer id is not a valid id");
+    contents->kind = (EnvelopeKind)get_u16(envelope + 10);
+    contents->round = get_u64(envelope + 16);
+    contents->payload = envelope + ENVELOPE_HEADER_BYTES + id_length;
+    contents->payload_size = (size_t)payload_size;
+    return SPIRT_OK;
+}
+
+int envelope_open(const unsigned char *envelope, size_t size, const Identity *sender, EnvelopeKind kind,
+                  uint64_t round, EnvelopeContents *contents, SpirtError *error) {
+    if (sodium_init() < 0) return spirt_error_set(error, SPIRT_ERR_INTERNAL, "libsodium failed to initialise");
+    EnvelopeContents parsed;
+    int status = envelope_peek(envelope, size, &parsed, error);
+    if (status != SPIRT_OK) return status;
+    if (strcmp(parsed.peer_id, sender->peer_id) != 0)
+        return spirt_error_set(error, SPIRT_ERR_AUTH, "envelope claims sender '%s', expected '%s'", parsed.peer_id,
+                               sender->peer_id);
+    size_t signed_length = ENVELOPE_HEADER_BYTES + strlen(parsed.peer_id);
+    const unsigned char *signature = envelope + signed_length + parsed.payload_size;
+    if (crypto_sign_verify_detached(signature, envelope, signed_length, sender->public_key) != 0)
+        return spirt_error_set(error, SPIRT_ERR_AUTH, "bad signature on envelope from %s", sender->peer_id);
+    /* Only now, with the header authentic, do kind and round mean anything. */
+    if (parsed.kind != kind)
+        return spirt_error_set(error, SPIRT_ERR_AUTH, "envelope from %s is of kind %d, expected %d", sender->peer_id,
+                               (int)parsed.kind, (int)kind);
+    if (parsed.round != round)
+        return spirt_error_set(error, SPIRT_ERR_AUTH, "envelope from %s is for round %llu, expected %llu",
+                               sender->peer_id, (unsigned long long)parsed.round, (unsigned long long)round);
+    unsigned char digest[DIGEST_BYTES];
+    crypto_generichash(digest, DIGEST_BYTES, parsed.payload, parsed.payload_size, NULL, 0);
+    if (sodium_memcmp(digest, envelope + 32, DIGEST_BYTES) != 0)
+        return spirt_error_set(error, SPIRT_ERR_AUTH, "payload from %s does not match its signed digest", sender->peer_id);
+    *contents = parsed;
+    return SPIRT_OK;
+}

@@ -1,0 +1,138 @@
+/* test_crypto.c -- identities, key files and signed envelopes. */
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "spirt/crypto.h"
+#include "test.h"
+
+static void test_identities(void) {
+    test_begin("identities: known key, ids, key files");
+    SpirtError error;
+    /* RFC 8032, Ed25519 test 1: this seed has this public key. */
+    unsigned char seed[32];
+    size_t length;
+    sodium_hex2bin(seed, 32, "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60", 64, NULL, &length, NULL);
+    Identity identity;
+    CHECK_OK(identity_from_seed(&identity, "peer-1", seed, &error), &error);
+    char hex[SPIRT_PUBLIC_KEY_HEX_SIZE];
+    identity_public_hex(&identity, hex);
+    CHECKF(strcmp(hex, "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a") == 0, "got %s", hex);
+
+    Identity bad;
+    CHECK_ERROR(identity_generate(&bad, "", &error), SPIRT_ERR_INVALID, &error, "invalid peer id");
+    CHECK_ERROR(identity_generate(&bad, "a b", &error), SPIRT_ERR_INVALID, &error, "invalid peer id");
+    char long_id[80];
+    memset(long_id, 'x', 79);
+    long_id[79] = '\0';
+    CHECK_ERROR(identity_generate(&bad, long_id, &error), SPIRT_ERR_INVALID, &error, "invalid peer id");
+    CHECK_ERROR(identity_from_public_hex(&bad, "p", "abcd", &error), SPIRT_ERR_FORMAT, &error, "64 hex digits");
+
+    char path[600];
+    test_temp_path(path, sizeof(path), "peer.key");
+    CHECK_OK(identity_save(&identity, path, &error), &error);
+    struct stat info;
+    CHECK(stat(path, &info) == 0 && (info.st_mode & 0777) == 0600);
+    Identity loaded;
+    CHECK_OK(identity_load(&loaded, path, &error), &error);
+    CHECK(strcmp(loaded.peer_id, "peer-1") == 0 && memcmp(loaded.secret_key, identity.secret_key, 64) == 0);
+    chmod(path, 0644);
+    CHECK_ERROR(identity_load(&loaded, path, &error), SPIRT_ERR_AUTH, &error, "chmod 600");
+
+    /* A key file whose public key does not belong to its secret key. */
+    Identity other;
+    identity_generate(&other, "peer-1", &error);
+    memcpy(other.public_key, identity.public_key, 32);
+    test_temp_path(path, sizeof(path), "mismatch.key");
+    CHECK_OK(identity_save(&other, path, &error), &error);
+    CHECK_ERROR(identity_load(&loaded, path, &error), SPIRT_ERR_AUTH, &error, "does not belong");
+    test_temp_path(path, sizeof(path), "garbage.key");
+    FILE *file = fopen(path, "w");
+    fputs("{\"peer_id\": 3", file);
+    fclose(file);
+    chmod(path, 0600);
+    CHECK_ERROR(identity_load(&loaded, path, &error), SPIRT_ERR_FORMAT, &error, "garbage.key");
+}
+
+static void test_envelopes(void) {
+    test_begin("envelopes: round trip and every way to break one");
+    SpirtError error;
+    Identity alice, bob, alice_public;
+    identity_generate(&alice, "alice", &error);
+    identity_generate(&bob, "bob", &error);
+    char hex[SPIRT_PUBLIC_KEY_HEX_SIZE];
+    identity_public_hex(&alice, hex);
+    CHECK_OK(identity_from_public_hex(&alice_public, "alice", hex, &error), &error);
+    CHECK(!alice_public.has_secret);
+
+    float payload[300];
+    for (int i = 0; i < 300; i++) payload[i] = (float)i * 0.25f;
+    size_t size = 0;
+    unsigned char *envelope = envelope_seal(&alice, ENVELOPE_KIND_ROUND_AVERAGE, 17, payload, sizeof(payload), &size, &error);
+    CHECK(envelope != NULL && size == ENVELOPE_HEADER_BYTES + 5 + sizeof(payload) + ENVELOPE_SIGNATURE_BYTES);
+    EnvelopeContents contents;
+    CHECK_OK(envelope_open(envelope, size, &alice_public, ENVELOPE_KIND_ROUND_AVERAGE, 17, &contents, &error), &error);
+    CHECK(contents.round == 17 && contents.payload_size == sizeof(payload) &&
+          memcmp(contents.payload, payload, sizeof(payload)) == 0 && strcmp(contents.peer_id, "alice") == 0);
+
+    CHECK_ERROR(envelope_open(envelope, size, &bob, ENVELOPE_KIND_ROUND_AVERAGE, 17, &contents, &error), SPIRT_ERR_AUTH,
+                &error, "expected 'bob'");
+    CHECK_ERROR(envelope_open(envelope, size, &alice_public, ENVELOPE_KIND_ROUND_AVERAGE, 18, &contents, &error),
+                SPIRT_ERR_AUTH, &error, "round 17, expected 18");
+    CHECK_ERROR(envelope_open(envelope, size, &alice_public, ENVELOPE_KIND_MODEL, 17, &contents, &error), SPIRT_ERR_AUTH,
+                &error, "kind");
+    CHECK(envelope_open(envelope, size, &alice_public, ENVELOPE_KIND_ROUND_AVERAGE, 17, &contents, NULL) == SPIRT_OK);
+
+    /* Flip one bit at every position: each must be refused. */
+    int refused = 0;
+    for (size_t i = 0; i < size; i++) {
+        envelope[i] ^= 0x04;
+        if (envelope_open(envelope, size, &alice_public, ENVELOPE_KIND_ROUND_AVERAGE, 17, &contents, &error) != SPIRT_OK)
+            refused++;
+        else
+            fprintf(stderr, "flipping byte %zu went unnoticed\n", i);
+        envelope[i] ^= 0x04;
+    }
+    CHECKF(refused == (int)size, "%d of %zu flips refused", refused, size);
+
+    /* An impostor: bob signs an envelope and claims to be alice. */
+    Identity impostor = bob;
+    memcpy(impostor.peer_id, "alice", 6);
+    size_t forged_size;
+    unsigned char *forged = envelope_seal(&impostor, ENVELOPE_KIND_ROUND_AVERAGE, 17, payload, sizeof(payload),
+                                          &forged_size, &error);
+    CHECK_ERROR(envelope_open(forged, forged_size, &alice_public, ENVELOPE_KIND_ROUND_AVERAGE, 17, &contents, &error),
+                SPIRT_ERR_AUTH, &error, "bad signature");
+    free(forged);
+
+    CHECK_ERROR(envelope_open(envelope, size - 1, &alice_public, ENVELOPE_KIND_ROUND_AVERAGE, 17, &contents, &error),
+                SPIRT_ERR_FORMAT, &error, "does not match");
+    unsigned char *longer = malloc(size + 3);
+    memcpy(longer, envelope, size);
+    CHECK_ERROR(envelope_open(longer, size + 3, &alice_public, ENVELOPE_KIND_ROUND_AVERAGE, 17, &contents, &error),
+                SPIRT_ERR_FORMAT, &error, "does not match");
+    free(longer);
+    CHECK_ERROR(envelope_open(envelope, 20, &alice_public, ENVELOPE_KIND_ROUND_AVERAGE, 17, &contents, &error),
+                SPIRT_ERR_FORMAT, &error, "too short");
+    /* A header claiming a payload of 2^64 - 1 bytes. */
+    memset(envelope + 24, 0xff, 8);
+    CHECK_ERROR(envelope_open(envelope, size, &alice_public, ENVELOPE_KIND_ROUND_AVERAGE, 17, &contents, &error),
+                SPIRT_ERR_FORMAT, &error, "does not match");
+    free(envelope);
+
+    Identity public_only = alice_public;
+    CHECK(envelope_seal(&public_only, ENVELOPE_KIND_ROUND_AVERAGE, 1, payload, 4, &size, &error) == NULL &&
+          error.code == SPIRT_ERR_INVALID);
+    /* An empty payload is legal. */
+    envelope = envelope_seal(&alice, ENVELOPE_KIND_JOIN_REQUEST, 0, NULL, 0, &size, &error);
+    CHECK_OK(envelope_open(envelope, size, &alice_public, ENVELOPE_KIND_JOIN_REQUEST, 0, &contents, &error), &error);
+    free(envelope);
+}
+
+int main(void) {
+    test_identities();
+    test_envelopes();
+    return test_finish();
+}
