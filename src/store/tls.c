@@ -193,7 +193,23 @@ static ssize_t tls_write(StoreTransport *transport, const void *data, size_t siz
         transport->want = kind == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
         return 0;
     }
-    return tls_failure(tls, n, "write", error);
+    int status = tls_failure(tls, n, "write", error);
+    if (status == SPIRT_ERR_CLOSED) {
+        /* A server that refuses our certificate sends an alert and hangs
+         * up, and in TLS 1.3 that comes after our handshake has finished:
+         * the first write then meets a closed socket. The alert may still
+         * be readable, and it is the real reason. */
+        char scratch[256];
+        ERR_clear_error();
+        int got = SSL_read(tls->ssl, scratch, sizeof(scratch));
+        if (got <= 0 && SSL_get_error(tls->ssl, got) == SSL_ERROR_SSL) {
+            SpirtError alert;
+            if (tls_failure(tls, got, "write", &alert) == SPIRT_ERR_AUTH)
+                return spirt_error_set(error, SPIRT_ERR_AUTH, "%s", alert.message);
+        }
+        ERR_clear_error();
+    }
+    return status;
 }
 
 static void tls_close(StoreTransport *transport) {
@@ -242,7 +258,8 @@ static int load_files(SSL_CTX *context, const StoreTlsOptions *options, SpirtErr
     }
     if (SSL_CTX_use_PrivateKey_file(context, options->key_file, SSL_FILETYPE_PEM) != 1) {
         take_openssl_error(detail, sizeof(detail));
-        return spirt_error_set(error, SPIRT_ERR_INVALID, "TLS key file %s: %s", options->key_file, detail);
+        return spirt_error_set(error, SPIRT_ERR_INVALID, "TLS key file %s (for %s): %s", options->key_file,
+                               options->cert_file, detail);
     }
     if (SSL_CTX_check_private_key(context) != 1) {
         take_openssl_error(detail, sizeof(detail));
