@@ -129,6 +129,15 @@ static int command_against_crafted(const char *crafted, size_t crafted_length, s
     return status;
 }
 
+/* A default connection to a fixture server; NULL (a failed check) if not. */
+static StoreConn *connect_plain(const TestRedis *redis) {
+    SpirtError error;
+    StoreOptions options = {.port = redis->port};
+    StoreConn *conn = store_connect(&options, &error);
+    CHECK_OK(conn ? SPIRT_OK : error.code, &error);
+    return conn;
+}
+
 /* --- Tests --- */
 
 static void test_addresses(void) {
@@ -281,9 +290,7 @@ static void test_basic_commands(const TestRedis *redis) {
 static void test_binary_values(const TestRedis *redis) {
     test_begin("binary-safe values: NUL, CR LF, every byte");
     SpirtError error;
-    StoreOptions options = {.port = redis->port};
-    StoreConn *conn = store_connect(&options, &error);
-    CHECK_OK(conn ? SPIRT_OK : error.code, &error);
+    StoreConn *conn = connect_plain(redis);
     if (conn == NULL) return;
     char blob[1024];
     for (size_t i = 0; i < sizeof(blob); i++) blob[i] = (char)(i * 7 + (i >> 8));
@@ -319,9 +326,7 @@ static void test_binary_values(const TestRedis *redis) {
 static void test_large_value(const TestRedis *redis) {
     test_begin("a 64 MB value");
     SpirtError error;
-    StoreOptions options = {.port = redis->port};
-    StoreConn *conn = store_connect(&options, &error);
-    CHECK_OK(conn ? SPIRT_OK : error.code, &error);
+    StoreConn *conn = connect_plain(redis);
     if (conn == NULL) return;
     size_t size = (size_t)64 << 20;
     unsigned char *blob = malloc(size);
@@ -365,9 +370,7 @@ static void test_pipelining(const TestRedis *redis) {
     test_begin("pipelining 10,000 commands");
     enum { COUNT = 10000 };
     SpirtError error;
-    StoreOptions options = {.port = redis->port};
-    StoreConn *conn = store_connect(&options, &error);
-    CHECK_OK(conn ? SPIRT_OK : error.code, &error);
+    StoreConn *conn = connect_plain(redis);
     if (conn == NULL) return;
     int ok = 1;
     for (int i = 0; i < COUNT && ok; i++) {
@@ -422,9 +425,7 @@ static void test_pipelining(const TestRedis *redis) {
 static void test_server_errors(const TestRedis *redis) {
     test_begin("server errors are results, not broken connections");
     SpirtError error;
-    StoreOptions options = {.port = redis->port};
-    StoreConn *conn = store_connect(&options, &error);
-    CHECK_OK(conn ? SPIRT_OK : error.code, &error);
+    StoreConn *conn = connect_plain(redis);
     if (conn == NULL) return;
     StoreReply *reply = (StoreReply *)&error; /* must be reset to NULL */
     CHECK_ERROR(store_command(conn, &reply, &error, "NOSUCHCOMMAND a b"), SPIRT_ERR_SERVER, &error,

@@ -237,7 +237,8 @@ size_t store_pending_replies(const StoreConn *conn);
 
 int store_ping(StoreConn *conn, SpirtError *error);
 
-/* SET key value. With ttl_ms > 0 the key expires after that many ms (PX). */
+/* SET key value (binary-safe; value may be NULL when length is 0).
+ * store_set_px also sets a time to live of ttl_ms > 0 milliseconds (PX). */
 int store_set(StoreConn *conn, const char *key, const void *value, size_t length, SpirtError *error);
 int store_set_px(StoreConn *conn, const char *key, const void *value, size_t length, int64_t ttl_ms,
                  SpirtError *error);
@@ -268,7 +269,7 @@ int store_hget(StoreConn *conn, const char *key, const char *field, char **value
                SpirtError *error);
 int store_hdel(StoreConn *conn, const char *key, const char *field, SpirtError *error);
 
-/* --- Tensors (the spirt module's commands; see docs/architecture.md) --- */
+/* --- Tensors (the spirt module's SPIRT.TSET / SPIRT.TGET; needs spirt.so) --- */
 
 /* SPIRT.TSET key FLOAT32 dims... BLOB bytes: stores a float32 tensor of
  * `shape` (values: tensor_shape_count(shape) floats, little-endian). The
@@ -276,10 +277,11 @@ int store_hdel(StoreConn *conn, const char *key, const char *field, SpirtError *
 int store_tensor_set(StoreConn *conn, const char *key, const TensorShape *shape, const float *values,
                      SpirtError *error);
 
-/* Reads a tensor (its shape and values, atomically). On SPIRT_OK, *tensor is
- * new and owned by the caller (tensor_free). SPIRT_ERR_NOT_FOUND if the key
- * does not exist; SPIRT_ERR_SERVER if it is not a tensor; SPIRT_ERR_PROTOCOL
- * if the reply does not describe a float32 tensor. */
+/* Reads a tensor: shape and values in one reply (SPIRT.TGET key FULL), so
+ * they always belong together. On SPIRT_OK, *tensor is new and owned by the
+ * caller (tensor_free). SPIRT_ERR_NOT_FOUND if the key does not exist;
+ * SPIRT_ERR_SERVER if it holds something else (WRONGTYPE); SPIRT_ERR_PROTOCOL
+ * if the reply does not describe a float32 tensor consistently. */
 int store_tensor_get(StoreConn *conn, const char *key, Tensor **tensor, SpirtError *error);
 
 /* Reads a tensor into caller storage of `expected` shape (e.g. a model's

@@ -135,41 +135,37 @@ int store_tcp_connect(const char *host, int port, uint64_t deadline_ns, SpirtErr
 
 /* --- The plain transport --- */
 
-static int closed_by_peer(int code) { return code == ECONNRESET || code == EPIPE || code == ENOTCONN; }
+/* After recv/send returned -1: 0 with transport->want set when the socket
+ * is only not ready (try again after a wait), else the failure. */
+static ssize_t socket_failure(StoreTransport *transport, short wanted, const char *doing, SpirtError *error) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        transport->want = wanted;
+        return 0;
+    }
+    int closed = errno == ECONNRESET || errno == EPIPE || errno == ENOTCONN;
+    return spirt_error_set(error, closed ? SPIRT_ERR_CLOSED : SPIRT_ERR_IO, "%s: %s", doing, strerror(errno));
+}
 
 static ssize_t plain_read(StoreTransport *transport, void *buffer, size_t size, SpirtError *error) {
-    for (;;) {
-        ssize_t n = recv(transport->fd, buffer, size, 0);
-        if (n > 0) return n;
-        if (n == 0) return spirt_error_set(error, SPIRT_ERR_CLOSED, "connection closed by the server");
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            transport->want = POLLIN;
-            return 0;
-        }
-        return spirt_error_set(error, closed_by_peer(errno) ? SPIRT_ERR_CLOSED : SPIRT_ERR_IO, "read: %s",
-                               strerror(errno));
-    }
+    ssize_t n;
+    do {
+        n = recv(transport->fd, buffer, size, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0) return n;
+    if (n == 0) return spirt_error_set(error, SPIRT_ERR_CLOSED, "connection closed by the server");
+    return socket_failure(transport, POLLIN, "read", error);
 }
 
 static ssize_t plain_write(StoreTransport *transport, const void *data, size_t size, SpirtError *error) {
-    for (;;) {
-        /* MSG_NOSIGNAL: a closed connection is an error to report, not a
-         * SIGPIPE that kills the process. */
-        ssize_t n = send(transport->fd, data, size, MSG_NOSIGNAL);
-        if (n >= 0) {
-            if (n > 0) return n;
-            transport->want = POLLOUT;
-            return 0;
-        }
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            transport->want = POLLOUT;
-            return 0;
-        }
-        return spirt_error_set(error, closed_by_peer(errno) ? SPIRT_ERR_CLOSED : SPIRT_ERR_IO, "write: %s",
-                               strerror(errno));
-    }
+    ssize_t n;
+    /* MSG_NOSIGNAL: a closed connection is an error to report, not a
+     * SIGPIPE that kills the process. */
+    do {
+        n = send(transport->fd, data, size, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0) return n;
+    if (n == 0) errno = EAGAIN; /* nothing taken: wait for room */
+    return socket_failure(transport, POLLOUT, "write", error);
 }
 
 static void plain_close(StoreTransport *transport) {

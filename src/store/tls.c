@@ -170,16 +170,22 @@ static int tls_failure(TlsTransport *tls, int result, const char *doing, SpirtEr
 
 /* --- The transport --- */
 
+/* 1 (with transport->want set) if an SSL_read/SSL_write result only
+ * means "not ready yet": TLS may need to read to write and the other way
+ * round, so the wait is for what OpenSSL asks, not for what we did. */
+static int not_ready(TlsTransport *tls, int result) {
+    int kind = SSL_get_error(tls->ssl, result);
+    if (kind != SSL_ERROR_WANT_READ && kind != SSL_ERROR_WANT_WRITE) return 0;
+    tls->base.want = kind == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
+    return 1;
+}
+
 static ssize_t tls_read(StoreTransport *transport, void *buffer, size_t size, SpirtError *error) {
     TlsTransport *tls = (TlsTransport *)transport;
     ERR_clear_error();
     int n = SSL_read(tls->ssl, buffer, size > INT_MAX ? INT_MAX : (int)size);
     if (n > 0) return n;
-    int kind = SSL_get_error(tls->ssl, n);
-    if (kind == SSL_ERROR_WANT_READ || kind == SSL_ERROR_WANT_WRITE) {
-        transport->want = kind == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
-        return 0;
-    }
+    if (not_ready(tls, n)) return 0;
     return tls_failure(tls, n, "read", error);
 }
 
@@ -188,11 +194,7 @@ static ssize_t tls_write(StoreTransport *transport, const void *data, size_t siz
     ERR_clear_error();
     int n = SSL_write(tls->ssl, data, size > INT_MAX ? INT_MAX : (int)size);
     if (n > 0) return n;
-    int kind = SSL_get_error(tls->ssl, n);
-    if (kind == SSL_ERROR_WANT_READ || kind == SSL_ERROR_WANT_WRITE) {
-        transport->want = kind == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
-        return 0;
-    }
+    if (not_ready(tls, n)) return 0;
     int status = tls_failure(tls, n, "write", error);
     if (status == SPIRT_ERR_CLOSED) {
         /* A server that refuses our certificate sends an alert and hangs

@@ -96,22 +96,22 @@ static int command_integer(StoreConn *conn, size_t argc, const char *const *argv
     return status;
 }
 
-int store_del(StoreConn *conn, const char *key, int *deleted, SpirtError *error) {
-    if (key == NULL) return spirt_error_set(error, SPIRT_ERR_INVALID, "DEL: no key");
-    const char *argv[] = {"DEL", key};
+/* NAME key, an integer reply read as a yes/no in *flag (may be NULL). */
+static int command_flag(StoreConn *conn, const char *name, const char *key, int *flag, SpirtError *error) {
+    if (key == NULL) return spirt_error_set(error, SPIRT_ERR_INVALID, "%s: no key", name);
+    const char *argv[] = {name, key};
     long long count = 0;
     int status = command_integer(conn, 2, argv, &count, error);
-    if (status == SPIRT_OK && deleted != NULL) *deleted = count > 0;
+    if (status == SPIRT_OK && flag != NULL) *flag = count > 0;
     return status;
 }
 
+int store_del(StoreConn *conn, const char *key, int *deleted, SpirtError *error) {
+    return command_flag(conn, "DEL", key, deleted, error);
+}
+
 int store_exists(StoreConn *conn, const char *key, int *exists, SpirtError *error) {
-    if (key == NULL) return spirt_error_set(error, SPIRT_ERR_INVALID, "EXISTS: no key");
-    const char *argv[] = {"EXISTS", key};
-    long long count = 0;
-    int status = command_integer(conn, 2, argv, &count, error);
-    if (status == SPIRT_OK && exists != NULL) *exists = count > 0;
-    return status;
+    return command_flag(conn, "EXISTS", key, exists, error);
 }
 
 int store_set_int(StoreConn *conn, const char *key, long long value, SpirtError *error) {
