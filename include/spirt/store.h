@@ -50,7 +50,8 @@
  *
  * Ownership: replies, strings, tensors and stream batches returned through
  * out-parameters belong to the caller and are freed with the function named
- * in each comment. Nothing returned borrows from the connection. */
+ * in each comment. Apart from store_conn_address, nothing returned borrows
+ * from the connection: a reply outlives store_free. */
 #ifndef SPIRT_STORE_H
 #define SPIRT_STORE_H
 
@@ -120,8 +121,9 @@ typedef struct StoreConn StoreConn; /* opaque */
  * drops unauthenticated clients that send big arguments), SELECT, CLIENT
  * SETNAME and PING, so a returned connection is known to work. The caller
  * owns the result (store_free). NULL on failure: SPIRT_ERR_IO (refused,
- * unreachable), SPIRT_ERR_TIMEOUT, SPIRT_ERR_AUTH (password, certificates),
- * SPIRT_ERR_INVALID (bad options, unreadable certificate files). */
+ * unreachable, unknown host), SPIRT_ERR_TIMEOUT, SPIRT_ERR_AUTH (password,
+ * certificates), SPIRT_ERR_INVALID (bad options, unreadable certificate
+ * files), SPIRT_ERR_SERVER (SELECT refused, a server still LOADING). */
 StoreConn *store_connect(const StoreOptions *options, SpirtError *error);
 
 /* The same for an address string (see store_address_parse), with every
@@ -272,8 +274,10 @@ int store_hdel(StoreConn *conn, const char *key, const char *field, SpirtError *
 /* --- Tensors (the spirt module's SPIRT.TSET / SPIRT.TGET; needs spirt.so) --- */
 
 /* SPIRT.TSET key FLOAT32 dims... BLOB bytes: stores a float32 tensor of
- * `shape` (values: tensor_shape_count(shape) floats, little-endian). The
- * module refuses non-finite values (SPIRT_ERR_SERVER with its message). */
+ * `shape` (values: tensor_shape_count(shape) floats, little-endian).
+ * SPIRT_ERR_SHAPE, before anything is sent, for a shape that is not one
+ * (no dimensions, a zero dimension); the module refuses non-finite values
+ * (SPIRT_ERR_SERVER with its "NONFINITE ..." message). */
 int store_tensor_set(StoreConn *conn, const char *key, const TensorShape *shape, const float *values,
                      SpirtError *error);
 
