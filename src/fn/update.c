@@ -1,0 +1,146 @@
+/* update.c -- the in-database optimizer step, applied once per round.
+ *
+ * Event: {"peer", "round", "optimizer": {...} (optional; default the run's)}.
+ * Applies SPIRT.UPDATE spirt:params spirt:r:{r}:agg with the optimizer
+ * state under spirt:opt:state and step r + 1, then deletes the keys of the
+ * round that falls out of the kept window. Result: {"applied": bool,
+ * "step": r + 1, "digest": the new parameters' digest}.
+ *
+ * A retried update must not step twice: the step and the marker
+ * spirt:r:{r}:updated are set together by one Lua script (atomic in Redis),
+ * and a marker already there means "done". If the step fails the script
+ * stops before the marker, so the retry runs it. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fn/fn_internal.h"
+
+/* KEYS: params, aggregate, state, marker. ARGV: the SPIRT.UPDATE options. */
+static const char update_once_script[] =
+    "if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end\n"
+    "redis.call('SPIRT.UPDATE', KEYS[1], KEYS[2], 'STATE', KEYS[3], unpack(ARGV))\n"
+    "redis.call('SET', KEYS[4], '1')\n"
+    "return 1\n";
+
+static int optimizer_from_event(const json_t *event, const OptimConfig *fallback, OptimConfig *optimizer,
+                                SpirtError *error) {
+    const json_t *json = json_object_get(event, "optimizer");
+    *optimizer = *fallback;
+    if (json == NULL || json_is_null(json)) return SPIRT_OK;
+    /* The same object form as in spirt:config. */
+    json_t *wrapper = json_pack("{s:s, s:O}", "peer_id", "x", "optimizer", json);
+    RunConfig parsed;
+    int status = run_config_from_json(wrapper, &parsed, error);
+    json_decref(wrapper);
+    if (status == SPIRT_OK) *optimizer = parsed.optimizer;
+    return status;
+}
+
+/* Deletes every per-round key of `round` and its publication. */
+static int delete_round(StoreConn *db, uint64_t round, SpirtError *error) {
+    char pattern[KEY_MAX], published[KEY_MAX], cursor[32] = "0";
+    key_round_pattern(pattern, round);
+    key_published(published, round);
+    int status = store_del(db, published, NULL, error);
+    do {
+        StoreReply *reply = NULL;
+        const char *argv[] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"};
+        if (status == SPIRT_OK) status = store_command_argv(db, 6, argv, NULL, &reply, error);
+        if (status != SPIRT_OK) break;
+        if (reply->type != STORE_REPLY_ARRAY || reply->elements != 2 || reply->element[1]->type != STORE_REPLY_ARRAY) {
+            store_reply_free(reply);
+            return spirt_error_set(error, SPIRT_ERR_PROTOCOL, "SCAN: unexpected reply");
+        }
+        snprintf(cursor, sizeof(cursor), "%s", reply->element[0]->str ? reply->element[0]->str : "0");
+        const StoreReply *keys = reply->element[1];
+        if (keys->elements) {
+            const char **unlink = calloc(keys->elements + 1, sizeof(char *));
+            if (unlink == NULL) {
+                store_reply_free(reply);
+                return spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory");
+            }
+            unlink[0] = "UNLINK";
+            for (size_t i = 0; i < keys->elements; i++) unlink[1 + i] = keys->element[i]->str;
+            status = store_command_argv(db, keys->elements + 1, unlink, NULL, NULL, error);
+            free(unlink);
+        }
+        store_reply_free(reply);
+    } while (status == SPIRT_OK && strcmp(cursor, "0") != 0);
+    return status;
+}
+
+int fn_update(FnContext *context, const json_t *event, json_t **result, SpirtError *error) {
+    FnEvent parsed;
+    int status = fn_event_parse(event, 1, &parsed, error);
+    if (status != SPIRT_OK) return status;
+    StoreConn *db = fn_connect(context, parsed.db, error);
+    if (db == NULL) return error->code;
+    const RunConfig *config = fn_run_config(context, db, error);
+    if (config == NULL) return error->code;
+    OptimConfig optimizer;
+    if ((status = optimizer_from_event(event, &config->optimizer, &optimizer, error)) != SPIRT_OK) return status;
+
+    const char *kind = optim_kind_name(optimizer.kind);
+    if (optimizer.kind == OPTIM_MOMENTUM && optimizer.nesterov) kind = "nesterov";
+    if (optimizer.kind == OPTIM_ADAM && optimizer.decoupled) kind = "adamw";
+    char aggregate[KEY_MAX], marker[KEY_MAX], lr[32], momentum[32], beta1[32], beta2[32], epsilon[32], decay[32],
+        step[32];
+    key_round_aggregate(aggregate, parsed.round);
+    key_round_updated(marker, parsed.round);
+    snprintf(lr, sizeof(lr), "%.9g", (double)optimizer.learning_rate);
+    snprintf(momentum, sizeof(momentum), "%.9g", (double)optimizer.momentum);
+    snprintf(beta1, sizeof(beta1), "%.9g", (double)optimizer.beta1);
+    snprintf(beta2, sizeof(beta2), "%.9g", (double)optimizer.beta2);
+    snprintf(epsilon, sizeof(epsilon), "%.9g", (double)optimizer.epsilon);
+    snprintf(decay, sizeof(decay), "%.9g", (double)optimizer.weight_decay);
+    snprintf(step, sizeof(step), "%llu", (unsigned long long)parsed.round + 1);
+    const char *argv[32];
+    size_t argc = 0;
+    argv[argc++] = "EVAL";
+    argv[argc++] = update_once_script;
+    argv[argc++] = "4";
+    argv[argc++] = KEY_PARAMS;
+    argv[argc++] = aggregate;
+    argv[argc++] = KEY_OPTIMIZER_STATE;
+    argv[argc++] = marker;
+    argv[argc++] = "OPT";
+    argv[argc++] = kind;
+    argv[argc++] = "LR";
+    argv[argc++] = lr;
+    argv[argc++] = "WD";
+    argv[argc++] = decay;
+    argv[argc++] = "STEP";
+    argv[argc++] = step;
+    if (optimizer.kind == OPTIM_MOMENTUM) {
+        argv[argc++] = "MOMENTUM";
+        argv[argc++] = momentum;
+    } else if (optimizer.kind == OPTIM_ADAM) {
+        argv[argc++] = "BETA1";
+        argv[argc++] = beta1;
+        argv[argc++] = "BETA2";
+        argv[argc++] = beta2;
+        argv[argc++] = "EPS";
+        argv[argc++] = epsilon;
+    }
+    StoreReply *reply = NULL;
+    if ((status = store_command_argv(db, argc, argv, NULL, &reply, error)) != SPIRT_OK)
+        return spirt_error_prefix(error, "SPIRT.UPDATE");
+    int applied = reply->type == STORE_REPLY_INTEGER && reply->integer == 1;
+    store_reply_free(reply);
+
+    if (parsed.round >= config->keep_rounds &&
+        (status = delete_round(db, parsed.round - config->keep_rounds, error)) != SPIRT_OK)
+        return status;
+
+    /* The new parameters' digest, for comparing peers' models round by round. */
+    char digest[SPIRT_DIGEST_HEX_SIZE] = "";
+    const char *info_argv[] = {"SPIRT.INFO", KEY_PARAMS};
+    if ((status = store_command_argv(db, 2, info_argv, NULL, &reply, error)) != SPIRT_OK) return status;
+    for (size_t i = 0; reply->type == STORE_REPLY_ARRAY && i + 1 < reply->elements; i += 2)
+        if (reply->element[i]->str && strcmp(reply->element[i]->str, "digest") == 0 && reply->element[i + 1]->str)
+            snprintf(digest, sizeof(digest), "%s", reply->element[i + 1]->str);
+    store_reply_free(reply);
+    *result = json_pack("{s:b, s:I, s:s}", "applied", applied, "step", (json_int_t)parsed.round + 1, "digest", digest);
+    return SPIRT_OK;
+}
