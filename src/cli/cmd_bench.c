@@ -14,6 +14,7 @@ typedef struct Benchmark {
 
 static const Benchmark benchmarks[] = {
     /* BENCHMARKS: each benchmark adds its line here. */
+    {"agg", bench_agg, "aggregation rules vs NumPy, and the mean vs memory bandwidth"},
     {NULL, NULL, NULL},
 };
 
