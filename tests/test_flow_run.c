@@ -116,7 +116,7 @@ static int fn_flaky(World *w, const FlowCall *call, FlowCallResult *result) {
     const char *error = json_string_value(json_object_get(call->input, "error"));
     if (n < integer_member(call->input, "fail_times"))
         return flow_call_fail(result, error ? error : "spirt.Transient", "attempt %d fails on purpose", n + 1);
-    result->output = json_pack("{s:i}", "attempts", n + 1);
+    result->output = json_pack("{s:i,s:O?}", "attempts", n + 1, "retry", json_object_get(call->input, "retry"));
     return SPIRT_OK;
 }
 
@@ -563,7 +563,7 @@ static void test_wait_and_fail(FlowEngine *engine) {
 static void test_retry(FlowEngine *engine) {
     test_begin("run: Retry with back-off, per-retrier counts, MaxDelaySeconds, exhaustion into Catch");
     FlowMachine *machine = load("{'StartAt': 'F', 'States': {'F': {'Type': 'Task', 'Resource': 'flaky',"
-                                " 'Parameters': {'fail_times.$': '$.fail_times'}, 'End': true,"
+                                " 'Parameters': {'fail_times.$': '$.fail_times', 'retry.$': '$$.State.RetryCount'}, 'End': true,"
                                 " 'Retry': [{'ErrorEquals': ['spirt.Transient'], 'IntervalSeconds': 0.05,"
                                 "   'MaxAttempts': 3, 'BackoffRate': 2.0}],"
                                 " 'Catch': [{'ErrorEquals': ['States.ALL'], 'Next': 'Gave up'}]},"
@@ -574,7 +574,7 @@ static void test_retry(FlowEngine *engine) {
     FlowRunResult result;
     run(engine, machine, "{'fail_times': 2}", &options, &result);
     CHECK_SUCCEEDED(result);
-    CHECK_JSON(result.output, "{'attempts': 3}");
+    CHECK_JSON(result.output, "{'attempts': 3, 'retry': 2}"); /* RetryCount of the third attempt */
     CHECK(result.counters.invocations == 3 && result.counters.retries == 2 && result.counters.task_errors == 2);
     CHECK(log.retries == 2);
     CHECK_NEAR(log.retry_delays[0], 0.05, 1e-9);
@@ -628,6 +628,27 @@ static void test_retry(FlowEngine *engine) {
         CHECK_NEAR(log.retry_delays[1], 0.1, 1e-9);
         double gap = world.flaky_times_ms[2] - world.flaky_times_ms[1];
         CHECKF(gap >= 99.0 && gap < 3000.0, "gap %.1f ms", gap);
+        flow_run_result_deinit(&result);
+    }
+    flow_machine_free(machine);
+
+    /* FULL jitter draws each wait from [0, nominal). */
+    reset_world();
+    machine = load("{'StartAt': 'F', 'States': {'F': {'Type': 'Task', 'Resource': 'flaky', 'End': true,"
+                   " 'Retry': [{'ErrorEquals': ['States.ALL'], 'IntervalSeconds': 0.02, 'MaxAttempts': 6,"
+                   "   'BackoffRate': 1.5, 'JitterStrategy': 'FULL'}]}}}");
+    if (machine) {
+        memset(&log, 0, sizeof(log));
+        run(engine, machine, "{'fail_times': 6}", &options, &result);
+        CHECK_SUCCEEDED(result);
+        CHECK(log.retries == 6);
+        int below = 1, distinct = 0;
+        for (int i = 0; i < log.retries; i++) {
+            below &= log.retry_delays[i] >= 0 && log.retry_delays[i] < 0.02 * pow(1.5, i);
+            distinct += i > 0 && log.retry_delays[i] != log.retry_delays[i - 1];
+        }
+        CHECK(below);
+        CHECK(distinct > 0);
         flow_run_result_deinit(&result);
     }
     flow_machine_free(machine);
@@ -890,6 +911,22 @@ static void test_parallel(FlowEngine *engine) {
     CHECK_JSON(result.output, "{'Error': 'spirt.Branch', 'Cause': 'asked to fail'}");
     flow_run_result_deinit(&result);
     flow_machine_free(machine);
+
+    /* The first failing branch stops its hung sibling at once: the hung call
+     * is abandoned, not waited for (its own time-out is 20 s). */
+    machine = load("{'StartAt': 'Both', 'States': {'Both': {'Type': 'Parallel', 'End': true, 'Branches': ["
+                   " {'StartAt': 'Hang', 'States': {'Hang': {'Type': 'Task', 'Resource': 'hang', 'TimeoutSeconds': 20, 'End': true}}},"
+                   " {'StartAt': 'Pause', 'States': {'Pause': {'Type': 'Wait', 'Seconds': 0.1, 'Next': 'Fail'},"
+                   "   'Fail': {'Type': 'Task', 'Resource': 'fail_named', 'End': true}}}]}}}");
+    if (machine) {
+        run(engine, machine, "{'error': 'spirt.Second', 'cause': 'second branch'}", NULL, &result);
+        CHECK_ENDED(result, FLOW_RUN_FAILED, "spirt.Second", "second branch");
+        CHECKF(result.elapsed_ms >= 100 && result.elapsed_ms < 3000, "elapsed %.0f ms", result.elapsed_ms);
+        CHECK(result.counters.abandoned == 1 && atomic_load(&world.hang_calls) == 1);
+        flow_run_result_deinit(&result);
+    }
+    flow_machine_free(machine);
+    settle(engine);
 }
 
 typedef struct ConcurrentRun {
