@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "flow_test_text.h"
 #include "spirt/flow.h"
 #include "test.h"
 
@@ -14,18 +15,6 @@ typedef struct Refusal {
     const char *definition;
     const char *expected;
 } Refusal;
-
-/* Single quotes stand for double quotes, to keep the table readable; a
- * backslash before a single quote keeps it as it is. */
-static char *unquote(const char *text) {
-    char *copy = strdup(text), *out = copy;
-    for (const char *c = text; *c; c++) {
-        if (c[0] == '\\' && c[1] == '\'') *out++ = *++c;
-        else *out++ = *c == '\'' ? '"' : *c;
-    }
-    *out = '\0';
-    return copy;
-}
 
 static const Refusal refusals[] = {
     /* structure */
@@ -220,7 +209,7 @@ static void test_refusals(void) {
     test_begin("load: each invalid definition is refused with its JSON path");
     size_t count = sizeof(refusals) / sizeof(refusals[0]);
     for (size_t i = 0; i < count; i++) {
-        char *text = unquote(refusals[i].definition);
+        char *text = flow_test_text(refusals[i].definition);
         SpirtError error;
         spirt_error_clear(&error);
         FlowMachine *machine = flow_machine_load_string(text, NULL, &error);
@@ -311,7 +300,7 @@ static void test_accepted(void) {
         "'StringMatches': 'x*'}, 'Next': 'D'}], 'Default': 'E'}, 'D': {'Type': 'Succeed'}, 'E': {'Type': 'Succeed'}}}",
     };
     for (size_t i = 0; i < sizeof(accepted) / sizeof(accepted[0]); i++) {
-        char *text = unquote(accepted[i]);
+        char *text = flow_test_text(accepted[i]);
         SpirtError error;
         spirt_error_clear(&error);
         FlowMachine *machine = flow_machine_load_string(text, NULL, &error);

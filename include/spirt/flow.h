@@ -99,8 +99,9 @@ int flow_machine_check_resources(const FlowMachine *machine, FlowResourceKnown k
 /* One task invocation, as the engine hands it to the invoker. */
 typedef struct FlowCall {
     const char *resource;       /* the Task's Resource, e.g. "compute_gradients" */
-    json_t *input;              /* the call's own copy of its input (after Parameters); the
-                                   invoker may read or change it but not keep it past return */
+    json_t *input;              /* the call's own copy of its input (after Parameters): no other
+                                   thread sees it; the invoker may change it, or return it (a new
+                                   reference) as its output, but must not use it after returning */
     double timeout_seconds;     /* the time the invoker may take, from when it was called */
     uint64_t deadline_ns;       /* the same as a clock_monotonic_ns() instant */
     const char *execution_name; /* the run this call belongs to (for logs, stream entries) */

@@ -76,29 +76,25 @@ static int find_operator(const char *name) {
     return -1;
 }
 
-static int compile_children(FlowLoader *loader, const json_t *value, const char *field, FlowChoiceRule *rule) {
+static int compile_nested(FlowLoader *loader, const json_t *value, size_t index, int is_last, void *slot,
+                          void *context) {
+    (void)index, (void)is_last, (void)context;
+    return flow_choice_compile(loader, value, 0, slot);
+}
+
+/* The rules under And / Or (an array) or Not (one rule). */
+static int compile_children(FlowLoader *loader, const json_t *object, const char *field, FlowChoiceRule *rule) {
+    if (rule->kind != FLOW_CHOICE_NOT)
+        return flow_loader_array(loader, object, field, 1, 0, "Choice rules", sizeof(FlowChoiceRule),
+                                 (void **)&rule->children, &rule->child_count, compile_nested, NULL);
+    json_t *value = json_object_get(object, field);
     size_t saved = flow_loader_push(loader, field);
-    if (rule->kind == FLOW_CHOICE_NOT) {
-        if (!json_is_object(value)) return flow_loader_fail(loader, "must be a Choice rule (an object)");
-        rule->children = calloc(1, sizeof(*rule->children));
-        if (rule->children == NULL) return flow_loader_nomem(loader);
-        rule->child_count = 1;
-        int status = flow_choice_compile(loader, value, 0, &rule->children[0]);
-        if (status != SPIRT_OK) return status;
-    } else {
-        if (!json_is_array(value) || json_array_size(value) == 0)
-            return flow_loader_fail(loader, "must be a non-empty array of Choice rules");
-        size_t count = json_array_size(value);
-        rule->children = calloc(count, sizeof(*rule->children));
-        if (rule->children == NULL) return flow_loader_nomem(loader);
-        for (size_t i = 0; i < count; i++) {
-            size_t inner = flow_loader_push_index(loader, i);
-            int status = flow_choice_compile(loader, json_array_get(value, i), 0, &rule->children[i]);
-            rule->child_count = i + 1;
-            if (status != SPIRT_OK) return status;
-            flow_loader_pop(loader, inner);
-        }
-    }
+    if (!json_is_object(value)) return flow_loader_fail(loader, "must be a Choice rule (an object)");
+    rule->children = calloc(1, sizeof(*rule->children));
+    if (rule->children == NULL) return flow_loader_nomem(loader);
+    rule->child_count = 1;
+    int status = flow_choice_compile(loader, value, 0, &rule->children[0]);
+    if (status != SPIRT_OK) return status;
     flow_loader_pop(loader, saved);
     return SPIRT_OK;
 }
@@ -189,7 +185,7 @@ int flow_choice_compile(FlowLoader *loader, const json_t *value, int top_level, 
             flow_loader_push(loader, "Variable");
             return flow_loader_fail(loader, "not allowed with %s", kind_field);
         }
-        return compile_children(loader, operand, kind_field, rule);
+        return compile_children(loader, value, kind_field, rule);
     }
 
     rule->kind = FLOW_CHOICE_COMPARE;

@@ -48,11 +48,17 @@ static void record_failure(Fanout *fanout, const FlowFailure *failure) {
 }
 
 /* The input of Map item `index`: ItemSelector over the effective input with
- * $$.Map.Item set, or the item itself. */
+ * $$.Map.Item set, or a copy of the item. Either way a document of the
+ * worker's own: the items and the Map's input are shared by all workers and
+ * only read here (template expansion copies what it takes). */
 static json_t *item_input(Fanout *fanout, size_t index, const FlowFrame *frame, FlowFailure *failure) {
     json_t *item = json_array_get(fanout->items, index);
     const FlowState *state = fanout->state;
-    if (state->parameters == NULL) return json_incref(item);
+    if (state->parameters == NULL) {
+        json_t *copy = json_deep_copy(item);
+        if (copy == NULL) flow_fail(failure, FLOW_FAILURE_RUNTIME, FLOW_ERROR_RUNTIME, "out of memory");
+        return copy;
+    }
     json_t *context = flow_context_object(frame, state, fanout->entered_wall_ms, 0, (long)index, item);
     if (context == NULL) {
         flow_fail(failure, FLOW_FAILURE_RUNTIME, FLOW_ERROR_RUNTIME, "out of memory");
@@ -77,7 +83,8 @@ static void *fanout_worker(void *argument) {
                            .map_index = is_map ? (long)index : fanout->parent->map_index};
         FlowFailure failure;
         memset(&failure, 0, sizeof(failure));
-        json_t *input = is_map ? item_input(fanout, index, fanout->parent, &failure) : json_incref(fanout->input);
+        json_t *input = is_map ? item_input(fanout, index, fanout->parent, &failure) : json_deep_copy(fanout->input);
+        if (input == NULL && !is_map) flow_fail(&failure, FLOW_FAILURE_RUNTIME, FLOW_ERROR_RUNTIME, "out of memory");
         json_t *output = NULL;
         int status = input ? flow_run_machine(&frame, &state->branches[is_map ? 0 : index], input, &output, &failure)
                            : SPIRT_ERR_INVALID;

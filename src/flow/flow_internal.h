@@ -126,6 +126,17 @@ int flow_loader_nomem(FlowLoader *loader);
  * naming it. `what` says what the object is ("a Task state"). */
 int flow_loader_check_fields(FlowLoader *loader, const json_t *object, const char *const *allowed,
                              const char *what);
+/* Reads the array object[field]: allocates *elements (zeroed, one
+ * `element_size` slot per element) and calls `read` on each element with the
+ * loader's path at field[index]. *count grows before each call, so the
+ * caller's free function also releases a half-read array. A missing field is
+ * refused only when `required`, an empty array unless `allow_empty`; `what`
+ * names the elements in messages ("retriers"). */
+typedef int (*FlowLoaderElement)(FlowLoader *loader, const json_t *value, size_t index, int is_last, void *slot,
+                                 void *context);
+int flow_loader_array(FlowLoader *loader, const json_t *object, const char *field, int required, int allow_empty,
+                      const char *what, size_t element_size, void **elements, size_t *count,
+                      FlowLoaderElement read, void *context);
 /* Parses the string `value` (at the loader's current path) as a path.
  * `allow_context` says whether "$$" paths are allowed here. */
 int flow_loader_path(FlowLoader *loader, const json_t *value, int allow_context, FlowPath *path);

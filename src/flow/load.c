@@ -93,6 +93,32 @@ int flow_loader_check_fields(FlowLoader *loader, const json_t *object, const cha
     return SPIRT_OK;
 }
 
+int flow_loader_array(FlowLoader *loader, const json_t *object, const char *field, int required, int allow_empty,
+                      const char *what, size_t element_size, void **elements, size_t *count,
+                      FlowLoaderElement read, void *context) {
+    json_t *array = json_object_get(object, field);
+    *elements = NULL;
+    *count = 0;
+    if (array == NULL && !required) return SPIRT_OK;
+    size_t saved = flow_loader_push(loader, field);
+    if (array == NULL) return flow_loader_fail(loader, "required field missing");
+    if (!json_is_array(array) || (!allow_empty && json_array_size(array) == 0))
+        return flow_loader_fail(loader, "must be a%s array of %s", allow_empty ? "n" : " non-empty", what);
+    size_t size = json_array_size(array);
+    *elements = calloc(size + 1, element_size);
+    if (*elements == NULL) return flow_loader_nomem(loader);
+    for (size_t i = 0; i < size; i++) {
+        size_t inner = flow_loader_push_index(loader, i);
+        *count = i + 1;
+        int status = read(loader, json_array_get(array, i), i, i + 1 == size, (char *)*elements + i * element_size,
+                          context);
+        if (status != SPIRT_OK) return status;
+        flow_loader_pop(loader, inner);
+    }
+    flow_loader_pop(loader, saved);
+    return SPIRT_OK;
+}
+
 int flow_loader_path(FlowLoader *loader, const json_t *value, int allow_context, FlowPath *path) {
     memset(path, 0, sizeof(*path));
     if (!json_is_string(value)) return flow_loader_fail(loader, "must be a path string");
@@ -157,17 +183,38 @@ static int read_count(FlowLoader *loader, const json_t *object, const char *fiel
     return SPIRT_OK;
 }
 
-static int read_optional_path(FlowLoader *loader, const json_t *object, const char *field, FlowPath **out) {
+/* An optional field compiled into a structure of its own (a path, a
+ * template), allocated only when the field is there. */
+typedef int (*Compile)(FlowLoader *loader, const json_t *value, void *out);
+
+static int read_optional(FlowLoader *loader, const json_t *object, const char *field, size_t size, Compile compile,
+                         void **out) {
     json_t *value = json_object_get(object, field);
     *out = NULL;
     if (value == NULL) return SPIRT_OK;
     size_t saved = flow_loader_push(loader, field);
-    *out = calloc(1, sizeof(**out));
+    *out = calloc(1, size);
     if (*out == NULL) return flow_loader_nomem(loader);
-    int status = flow_loader_path(loader, value, 1, *out);
+    int status = compile(loader, value, *out);
     if (status != SPIRT_OK) return status;
     flow_loader_pop(loader, saved);
     return SPIRT_OK;
+}
+
+static int compile_path(FlowLoader *loader, const json_t *value, void *out) {
+    return flow_loader_path(loader, value, 1, out);
+}
+
+static int compile_template(FlowLoader *loader, const json_t *value, void *out) {
+    return flow_template_compile(loader, value, out);
+}
+
+static int read_optional_path(FlowLoader *loader, const json_t *object, const char *field, FlowPath **out) {
+    return read_optional(loader, object, field, sizeof(FlowPath), compile_path, (void **)out);
+}
+
+static int read_template(FlowLoader *loader, const json_t *object, const char *field, FlowTemplate **out) {
+    return read_optional(loader, object, field, sizeof(FlowTemplate), compile_template, (void **)out);
 }
 
 /* InputPath, OutputPath and ResultPath: absent, null or a path. ResultPath
@@ -189,18 +236,6 @@ static int read_io_path(FlowLoader *loader, const json_t *object, const char *fi
             if (out->path.steps[i].name == NULL)
                 return flow_loader_fail(loader, "ResultPath may only name members, not array indices");
     }
-    flow_loader_pop(loader, saved);
-    return SPIRT_OK;
-}
-
-static int read_template(FlowLoader *loader, const json_t *object, const char *field, FlowTemplate **out) {
-    json_t *value = json_object_get(object, field);
-    if (value == NULL) return SPIRT_OK;
-    size_t saved = flow_loader_push(loader, field);
-    *out = calloc(1, sizeof(**out));
-    if (*out == NULL) return flow_loader_nomem(loader);
-    int status = flow_template_compile(loader, value, *out);
-    if (status != SPIRT_OK) return status;
     flow_loader_pop(loader, saved);
     return SPIRT_OK;
 }
@@ -252,7 +287,10 @@ static const char *const retrier_fields[] = {"ErrorEquals", "IntervalSeconds", "
                                              "MaxDelaySeconds", "JitterStrategy", "Comment", NULL};
 static const char *const catcher_fields[] = {"ErrorEquals", "Next", "ResultPath", "Comment", NULL};
 
-static int read_retrier(FlowLoader *loader, const json_t *value, int is_last, FlowRetrier *retrier) {
+static int read_retrier(FlowLoader *loader, const json_t *value, size_t index, int is_last, void *slot,
+                        void *context) {
+    (void)index, (void)context;
+    FlowRetrier *retrier = slot;
     /* ASL's defaults. */
     retrier->interval_seconds = 1.0;
     retrier->max_attempts = 3;
@@ -284,7 +322,10 @@ static int read_retrier(FlowLoader *loader, const json_t *value, int is_last, Fl
     return SPIRT_OK;
 }
 
-static int read_catcher(FlowLoader *loader, const json_t *value, int is_last, FlowCatcher *catcher) {
+static int read_catcher(FlowLoader *loader, const json_t *value, size_t index, int is_last, void *slot,
+                        void *context) {
+    (void)index, (void)context;
+    FlowCatcher *catcher = slot;
     catcher->next = -1;
     if (!json_is_object(value)) return flow_loader_fail(loader, "must be a catcher (an object)");
     int status = flow_loader_check_fields(loader, value, catcher_fields, "a catcher");
@@ -295,39 +336,11 @@ static int read_catcher(FlowLoader *loader, const json_t *value, int is_last, Fl
 }
 
 static int read_retry_and_catch(FlowLoader *loader, const json_t *object, FlowState *state) {
-    json_t *retry = json_object_get(object, "Retry");
-    if (retry != NULL) {
-        size_t saved = flow_loader_push(loader, "Retry");
-        if (!json_is_array(retry)) return flow_loader_fail(loader, "must be an array of retriers");
-        state->retriers = calloc(json_array_size(retry) + 1, sizeof(*state->retriers));
-        if (state->retriers == NULL) return flow_loader_nomem(loader);
-        for (size_t i = 0; i < json_array_size(retry); i++) {
-            size_t inner = flow_loader_push_index(loader, i);
-            state->retrier_count = i + 1;
-            int status = read_retrier(loader, json_array_get(retry, i), i + 1 == json_array_size(retry),
-                                      &state->retriers[i]);
-            if (status != SPIRT_OK) return status;
-            flow_loader_pop(loader, inner);
-        }
-        flow_loader_pop(loader, saved);
-    }
-    json_t *catch_list = json_object_get(object, "Catch");
-    if (catch_list != NULL) {
-        size_t saved = flow_loader_push(loader, "Catch");
-        if (!json_is_array(catch_list)) return flow_loader_fail(loader, "must be an array of catchers");
-        state->catchers = calloc(json_array_size(catch_list) + 1, sizeof(*state->catchers));
-        if (state->catchers == NULL) return flow_loader_nomem(loader);
-        for (size_t i = 0; i < json_array_size(catch_list); i++) {
-            size_t inner = flow_loader_push_index(loader, i);
-            state->catcher_count = i + 1;
-            int status = read_catcher(loader, json_array_get(catch_list, i), i + 1 == json_array_size(catch_list),
-                                      &state->catchers[i]);
-            if (status != SPIRT_OK) return status;
-            flow_loader_pop(loader, inner);
-        }
-        flow_loader_pop(loader, saved);
-    }
-    return SPIRT_OK;
+    int status = flow_loader_array(loader, object, "Retry", 0, 1, "retriers", sizeof(FlowRetrier),
+                                   (void **)&state->retriers, &state->retrier_count, read_retrier, NULL);
+    if (status != SPIRT_OK) return status;
+    return flow_loader_array(loader, object, "Catch", 0, 1, "catchers", sizeof(FlowCatcher),
+                             (void **)&state->catchers, &state->catcher_count, read_catcher, NULL);
 }
 
 /* --- States --- */
@@ -380,26 +393,18 @@ static const char *const branch_fields[] = {"StartAt", "States", "Comment", NULL
 static const char *const processor_fields[] = {"StartAt", "States", "Comment", "ProcessorConfig", NULL};
 static const char *const processor_config_fields[] = {"Mode", NULL};
 
+static int read_branch(FlowLoader *loader, const json_t *value, size_t index, int is_last, void *slot,
+                       void *context) {
+    (void)is_last;
+    const FlowState *state = context;
+    char prefix[256];
+    snprintf(prefix, sizeof(prefix), "%s[%zu]/", state->path, index);
+    return read_sub_machine(loader, value, prefix, branch_fields, "a branch", slot);
+}
+
 static int read_branches(FlowLoader *loader, const json_t *object, FlowState *state) {
-    json_t *branches = json_object_get(object, "Branches");
-    size_t saved = flow_loader_push(loader, "Branches");
-    if (branches == NULL) return flow_loader_fail(loader, "required field missing");
-    if (!json_is_array(branches) || json_array_size(branches) == 0)
-        return flow_loader_fail(loader, "must be a non-empty array of branches");
-    state->branches = calloc(json_array_size(branches), sizeof(*state->branches));
-    if (state->branches == NULL) return flow_loader_nomem(loader);
-    for (size_t i = 0; i < json_array_size(branches); i++) {
-        size_t inner = flow_loader_push_index(loader, i);
-        char prefix[256];
-        snprintf(prefix, sizeof(prefix), "%s[%zu]/", state->path, i);
-        state->branch_count = i + 1;
-        int status = read_sub_machine(loader, json_array_get(branches, i), prefix, branch_fields, "a branch",
-                                      &state->branches[i]);
-        if (status != SPIRT_OK) return status;
-        flow_loader_pop(loader, inner);
-    }
-    flow_loader_pop(loader, saved);
-    return SPIRT_OK;
+    return flow_loader_array(loader, object, "Branches", 1, 0, "branches", sizeof(FlowSubMachine),
+                             (void **)&state->branches, &state->branch_count, read_branch, state);
 }
 
 static int read_map(FlowLoader *loader, const json_t *object, FlowState *state) {
@@ -461,23 +466,17 @@ static int read_map(FlowLoader *loader, const json_t *object, FlowState *state) 
     return SPIRT_OK;
 }
 
+static int read_top_rule(FlowLoader *loader, const json_t *value, size_t index, int is_last, void *slot,
+                         void *context) {
+    (void)index, (void)is_last, (void)context;
+    return flow_choice_compile(loader, value, 1, slot);
+}
+
 static int read_choice(FlowLoader *loader, const json_t *object, FlowState *state) {
     state->default_next = -1;
-    json_t *choices = json_object_get(object, "Choices");
-    size_t saved = flow_loader_push(loader, "Choices");
-    if (choices == NULL) return flow_loader_fail(loader, "required field missing");
-    if (!json_is_array(choices) || json_array_size(choices) == 0)
-        return flow_loader_fail(loader, "must be a non-empty array of Choice rules");
-    state->choices = calloc(json_array_size(choices), sizeof(*state->choices));
-    if (state->choices == NULL) return flow_loader_nomem(loader);
-    for (size_t i = 0; i < json_array_size(choices); i++) {
-        size_t inner = flow_loader_push_index(loader, i);
-        state->choice_count = i + 1;
-        int status = flow_choice_compile(loader, json_array_get(choices, i), 1, &state->choices[i]);
-        if (status != SPIRT_OK) return status;
-        flow_loader_pop(loader, inner);
-    }
-    flow_loader_pop(loader, saved);
+    int status = flow_loader_array(loader, object, "Choices", 1, 0, "Choice rules", sizeof(FlowChoiceRule),
+                                   (void **)&state->choices, &state->choice_count, read_top_rule, NULL);
+    if (status != SPIRT_OK) return status;
     return read_string(loader, object, "Default", 0, &state->default_name);
 }
 
@@ -619,47 +618,36 @@ static int find_state(const FlowSubMachine *machine, const char *name) {
     return -1;
 }
 
-static int resolve(FlowLoader *loader, const FlowSubMachine *machine, const char *name, int *index) {
-    *index = find_state(machine, name);
-    if (*index < 0) return flow_loader_fail(loader, "no state named '%s' in this machine", name);
+/* Turns the state name written at `field` -- or at list[index].field when
+ * `list` is given -- into its index in `machine`. No name, nothing to do. */
+static int resolve(FlowLoader *loader, const FlowSubMachine *machine, const char *list, size_t index,
+                   const char *field, const char *name, int *target) {
+    if (name == NULL) return SPIRT_OK;
+    size_t saved = flow_loader_push(loader, list ? list : field);
+    if (list) {
+        flow_loader_push_index(loader, index);
+        flow_loader_push(loader, field);
+    }
+    *target = find_state(machine, name);
+    if (*target < 0) return flow_loader_fail(loader, "no state named '%s' in this machine", name);
+    flow_loader_pop(loader, saved);
     return SPIRT_OK;
 }
 
-/* Turns every Next / Default / catcher Next name into an index. `base` is
- * the loader path of the machine's States object. */
+/* Turns every Next / Default / Choices[i].Next / Catch[i].Next into an
+ * index; the loader's path is at the machine's States. */
 static int resolve_transitions(FlowLoader *loader, FlowSubMachine *machine) {
     for (size_t i = 0; i < machine->state_count; i++) {
         FlowState *state = &machine->states[i];
         size_t saved = flow_loader_push(loader, state->name);
-        int status = SPIRT_OK;
-        if (state->next_name) {
-            size_t inner = flow_loader_push(loader, "Next");
-            status = resolve(loader, machine, state->next_name, &state->next);
-            if (status != SPIRT_OK) return status;
-            flow_loader_pop(loader, inner);
-        }
-        if (state->default_name) {
-            size_t inner = flow_loader_push(loader, "Default");
-            status = resolve(loader, machine, state->default_name, &state->default_next);
-            if (status != SPIRT_OK) return status;
-            flow_loader_pop(loader, inner);
-        }
-        for (size_t c = 0; c < state->choice_count; c++) {
-            size_t inner = flow_loader_push(loader, "Choices");
-            flow_loader_push_index(loader, c);
-            flow_loader_push(loader, "Next");
-            status = resolve(loader, machine, state->choices[c].next_name, &state->choices[c].next);
-            if (status != SPIRT_OK) return status;
-            flow_loader_pop(loader, inner);
-        }
-        for (size_t c = 0; c < state->catcher_count; c++) {
-            size_t inner = flow_loader_push(loader, "Catch");
-            flow_loader_push_index(loader, c);
-            flow_loader_push(loader, "Next");
-            status = resolve(loader, machine, state->catchers[c].next_name, &state->catchers[c].next);
-            if (status != SPIRT_OK) return status;
-            flow_loader_pop(loader, inner);
-        }
+        int status = resolve(loader, machine, NULL, 0, "Next", state->next_name, &state->next);
+        if (status == SPIRT_OK)
+            status = resolve(loader, machine, NULL, 0, "Default", state->default_name, &state->default_next);
+        for (size_t c = 0; c < state->choice_count && status == SPIRT_OK; c++)
+            status = resolve(loader, machine, "Choices", c, "Next", state->choices[c].next_name, &state->choices[c].next);
+        for (size_t c = 0; c < state->catcher_count && status == SPIRT_OK; c++)
+            status = resolve(loader, machine, "Catch", c, "Next", state->catchers[c].next_name, &state->catchers[c].next);
+        if (status != SPIRT_OK) return status;
         flow_loader_pop(loader, saved);
     }
     return SPIRT_OK;
@@ -734,12 +722,12 @@ static int read_sub_machine(FlowLoader *loader, const json_t *value, const char 
     flow_loader_pop(loader, saved);
 
     json_t *start = json_object_get(value, "StartAt");
-    saved = flow_loader_push(loader, "StartAt");
-    if (start == NULL) return flow_loader_fail(loader, "required field missing");
-    if (!json_is_string(start)) return flow_loader_fail(loader, "must be a state name (a string)");
-    status = resolve(loader, machine, json_string_value(start), &machine->start);
+    if (start == NULL || !json_is_string(start)) {
+        flow_loader_push(loader, "StartAt");
+        return flow_loader_fail(loader, start ? "must be a state name (a string)" : "required field missing");
+    }
+    status = resolve(loader, machine, NULL, 0, "StartAt", json_string_value(start), &machine->start);
     if (status != SPIRT_OK) return status;
-    flow_loader_pop(loader, saved);
 
     saved = flow_loader_push(loader, "States");
     status = check_reachable(loader, machine);

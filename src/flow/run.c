@@ -11,9 +11,14 @@
  * goes to the first matching Catch, whose ResultPath places {"Error",
  * "Cause"} into the raw input for the catcher's Next state.
  *
- * Documents are never changed in place once built: ResultPath copies the
- * containers on its way (see flow_path_set), so Map iterations on other
- * threads can share every input node safely. Invokers get a deep copy.
+ * Threads and documents: a document belongs to one thread at a time. What
+ * crosses to another thread is deep-copied first (a Map item's input, a
+ * branch's input, a call's input, the context object's Execution.Input),
+ * and what several threads can see at once -- the machine's literals, a
+ * Map's input while its items run -- is only read, never referenced: even
+ * json_incref on a shared node would be a data race (jansson reads the
+ * count before its atomic increment). Within a thread, ResultPath copies
+ * the containers on its way (see flow_path_set) instead of changing them.
  *
  * Stopping: every wait (calls, Wait states, back-offs) ends at the
  * execution's deadline or when its scope stops, and every state boundary
@@ -77,12 +82,13 @@ json_t *flow_context_object(const FlowFrame *frame, const FlowState *state, int6
     const FlowExecution *execution = frame->execution;
     char entered[40];
     format_time(entered_wall_ms, entered, sizeof(entered));
-    json_t *context = json_pack("{s:{s:s,s:s,s:O,s:s},s:{s:s,s:s,s:i}}", "Execution", "Id", execution->name,
-                                "Name", execution->name, "Input", execution->input, "StartTime",
+    /* Execution.Input is copied: Map threads build context objects at once. */
+    json_t *context = json_pack("{s:{s:s,s:s,s:o,s:s},s:{s:s,s:s,s:i}}", "Execution", "Id", execution->name,
+                                "Name", execution->name, "Input", json_deep_copy(execution->input), "StartTime",
                                 execution->start_time, "State", "Name", state->name, "EnteredTime", entered,
                                 "RetryCount", (int)retry_count);
     if (context != NULL && item != NULL) {
-        json_t *map = json_pack("{s:{s:I,s:O}}", "Item", "Index", (json_int_t)item_index, "Value", item);
+        json_t *map = json_pack("{s:{s:I,s:o}}", "Item", "Index", (json_int_t)item_index, "Value", json_deep_copy(item));
         if (map == NULL || json_object_set_new(context, "Map", map) != 0) {
             json_decref(context);
             return NULL;
@@ -437,7 +443,8 @@ static int run_pass(Visit *visit, json_t **output, FlowFailure *failure) {
     const FlowState *state = visit->state;
     json_t *result;
     if (state->result != NULL) {
-        result = json_incref(state->result);
+        result = json_deep_copy(state->result); /* the machine's: shared by executions */
+        if (result == NULL) return flow_fail(failure, FLOW_FAILURE_RUNTIME, FLOW_ERROR_RUNTIME, "out of memory");
     } else if (state->parameters != NULL) {
         FlowRoots roots;
         if (visit_roots(visit, visit->effective, &roots, failure) != SPIRT_OK) return SPIRT_ERR_INVALID;

@@ -5,8 +5,12 @@
  * {"batch": <the input's b>}. Templates are compiled once at load time
  * (paths parsed, constant subtrees kept as literals) and expanded per state
  * entry. Members are looked for in nested objects and inside arrays too.
- * Expansion never changes the documents it reads from: it builds new
- * containers and takes references to the values it copies. */
+ *
+ * Expansion returns a document of its own: literals and the values paths
+ * find are deep-copied, never shared by reference. The sources are the
+ * machine (shared by every execution) and, in a Map, the Map's input
+ * (shared by its worker threads); taking references to them would touch
+ * their reference counts from several threads at once. */
 #include "flow_internal.h"
 
 #include <stdlib.h>
@@ -106,8 +110,11 @@ void flow_template_deinit(FlowTemplate *template_value) {
 json_t *flow_template_expand(const FlowTemplate *template_value, const FlowRoots *roots, const char *field,
                              FlowFailure *failure) {
     switch (template_value->kind) {
-    case FLOW_TEMPLATE_LITERAL:
-        return json_incref(template_value->literal);
+    case FLOW_TEMPLATE_LITERAL: {
+        json_t *copy = json_deep_copy(template_value->literal);
+        if (copy == NULL) goto nomem;
+        return copy;
+    }
     case FLOW_TEMPLATE_PATH: {
         json_t *found = flow_roots_get(roots, &template_value->path);
         if (found == NULL) {
@@ -116,7 +123,9 @@ json_t *flow_template_expand(const FlowTemplate *template_value, const FlowRoots
                       template_value->key, template_value->path.context ? "context object" : "input");
             return NULL;
         }
-        return json_incref(found);
+        json_t *copy = json_deep_copy(found);
+        if (copy == NULL) goto nomem;
+        return copy;
     }
     case FLOW_TEMPLATE_OBJECT:
     case FLOW_TEMPLATE_ARRAY: {
