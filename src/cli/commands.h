@@ -7,6 +7,10 @@
 #define SPIRT_CLI_COMMANDS_H
 
 int command_bench(int argc, char **argv);
+int command_train(int argc, char **argv);
+int command_peer(int argc, char **argv);
+int command_worker(int argc, char **argv);
+int command_fn(int argc, char **argv);
 /* COMMANDS: each subcommand adds its declaration here as it lands. */
 
 #endif /* SPIRT_CLI_COMMANDS_H */

@@ -14,6 +14,10 @@ typedef struct Subcommand {
 } Subcommand;
 
 static const Subcommand subcommands[] = {
+    {"train", command_train, "train across peers, each with its own database, on this machine"},
+    {"peer", command_peer, "run one peer against its own, already running database"},
+    {"worker", command_worker, "serve a peer's function invocations (a warm worker)"},
+    {"fn", command_fn, "run one function: JSON event on stdin, JSON result on stdout"},
     {"bench", command_bench, "run a benchmark side by side with its baseline"},
     /* SUBCOMMANDS: each part adds its line here as it lands. */
     {NULL, NULL, NULL},
