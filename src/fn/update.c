@@ -19,7 +19,11 @@
 /* KEYS: params, aggregate, state, marker. ARGV: the SPIRT.UPDATE options. */
 static const char update_once_script[] =
     "if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end\n"
-    "redis.call('SPIRT.UPDATE', KEYS[1], KEYS[2], 'STATE', KEYS[3], unpack(ARGV))\n"
+    "local arguments = {KEYS[1], KEYS[2]}\n"
+    "for _, value in ipairs(ARGV) do arguments[#arguments + 1] = value end\n"
+    "arguments[#arguments + 1] = 'STATE'\n"
+    "arguments[#arguments + 1] = KEYS[3]\n"
+    "redis.call('SPIRT.UPDATE', unpack(arguments))\n"
     "redis.call('SET', KEYS[4], '1')\n"
     "return 1\n";
 
