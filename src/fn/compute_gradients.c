@@ -3,7 +3,9 @@
  * Event: {"peer": {...}, "round": r, "batch": b}. Reads spirt:params and
  * the peer's shard (cached per data digest), runs forward and backward on
  * minibatch b of round r, writes spirt:r:{r}:grad:{b}. Result:
- * {"batch": b, "loss": mean loss, "correct": k, "count": n, "epoch": e}.
+ * {"batch": b, "loss": mean loss, "correct": k, "count": n, "epoch": e}, and
+ * with "report_examples": true in the event, "examples": the shard indices
+ * used (for tests and debugging).
  *
  * Which examples make minibatch b of round r is a pure function of the run:
  * the peer visits its shard epoch by epoch in an order drawn from (seed,
@@ -77,5 +79,12 @@ int fn_compute_gradients(FnContext *context, const json_t *event, json_t **resul
         return spirt_error_prefix(error, "writing %s", key);
     *result = json_pack("{s:I, s:f, s:I, s:I, s:I}", "batch", (json_int_t)batch, "loss", (double)loss, "correct",
                         (json_int_t)correct, "count", (json_int_t)batch_size, "epoch", (json_int_t)epoch);
+    int report = 0;
+    fn_json_bool_or(event, "report_examples", 0, &report, NULL);
+    if (report && *result) {
+        json_t *examples = json_array();
+        for (size_t i = 0; i < batch_size; i++) json_array_append_new(examples, json_integer((json_int_t)order[first + i]));
+        json_object_set_new(*result, "examples", examples);
+    }
     return SPIRT_OK;
 }
