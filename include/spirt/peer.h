@@ -103,6 +103,15 @@ int peer_run(const PeerOptions *options, SpirtError *error);
  * what is already there and still valid, so a restarted peer resumes. */
 int peer_prepare_database(StoreConn *db, const json_t *config, const char *config_path, SpirtError *error);
 
+/* The whole training set of `source`, normalised with its own statistics
+ * (what every shard is cut from). Owned: dataset_free. */
+struct Dataset;
+struct Dataset *peer_load_training_data(const char *source, SpirtError *error);
+/* Cuts the shard `data_spec` names ({"partition", "shard", "shards",
+ * "validation", "seed"}) from `all` and writes it to the database, with the
+ * spec, so peer_prepare_database finds it and keeps it. */
+int peer_upload_shard(StoreConn *db, const struct Dataset *all, const json_t *data_spec, SpirtError *error);
+
 #ifdef __cplusplus
 }
 #endif

@@ -14,6 +14,7 @@
  *   peer-N/        the peer's database files, key, configuration and logs
  * Everything it started is stopped by pid at the end, on Ctrl-C, and (via
  * PR_SET_PDEATHSIG) if it is killed. */
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -30,9 +31,11 @@
 #include "spirt/clock.h"
 #include "spirt/cluster.h"
 #include "spirt/data.h"
+#include "spirt/flow.h"
 #include "spirt/fn.h"
 #include "spirt/keys.h"
 #include "spirt/log.h"
+#include "spirt/peer.h"
 #include "spirt/rng.h"
 
 enum { MAX_PEERS = 64 };
@@ -108,6 +111,16 @@ static int prepare_run_dir(Run *run, SpirtError *error) {
         snprintf(run->dir, sizeof(run->dir), "runs/%s-%ld", stamp, (long)getpid());
     }
     if (make_dir(run->dir, error) != SPIRT_OK) return error->code;
+    /* A folder with a previous run in it would hand its databases' state
+     * (old rounds, old members' addresses) to this run's servers. */
+    DIR *folder = opendir(run->dir);
+    struct dirent *entry;
+    int empty = 1;
+    while (folder && (entry = readdir(folder)) != NULL)
+        if (strcmp(entry->d_name, ".") != 0 && strcmp(entry->d_name, "..") != 0) empty = 0;
+    if (folder) closedir(folder);
+    if (!empty)
+        return spirt_error_set(error, SPIRT_ERR_INVALID, "run folder %s is not empty (choose another --out)", run->dir);
     /* Absolute, since children run with other working folders. */
     char absolute[1024];
     if (realpath(run->dir, absolute)) snprintf(run->dir, sizeof(run->dir), "%s", absolute);
@@ -161,8 +174,14 @@ static json_t *run_json(const Run *run, const PeerState *peer, const AttackConfi
     return json;
 }
 
-static int start_everything(Run *run, const AttackConfig *attack, const char *self, const char *module_path,
-                            SpirtError *error) {
+static json_t *data_spec(const Run *run, int shard) {
+    const TrainOptions *o = &run->options;
+    return json_pack("{s:s, s:s, s:i, s:i, s:i, s:I}", "source", o->dataset, "partition", o->partition, "shard", shard,
+                     "shards", o->peers, "validation", o->validation, "seed", (json_int_t)o->seed);
+}
+
+static int start_everything(Run *run, const Dataset *train, const AttackConfig *attack, const char *self,
+                            const char *module_path, SpirtError *error) {
     const TrainOptions *o = &run->options;
     int status;
     run->cluster = cluster_create(run->dir, error);
@@ -189,6 +208,14 @@ static int start_everything(Run *run, const AttackConfig *attack, const char *se
                                              error)) != SPIRT_OK)
             break;
         snprintf(peer->address, sizeof(peer->address), "127.0.0.1:%d", peer->database->port);
+        /* The shard, cut from the data loaded once here rather than by
+         * every peer; the peer finds it and keeps it. */
+        StoreConn *conn = store_connect_address(peer->address, NULL, error);
+        json_t *spec = data_spec(run, i);
+        status = conn ? peer_upload_shard(conn, train, spec, error) : error->code;
+        json_decref(spec);
+        store_free(conn);
+        if (status != SPIRT_OK) break;
         char public_hex[SPIRT_PUBLIC_KEY_HEX_SIZE];
         identity_public_hex(&identities[i], public_hex);
         json_array_append_new(peers, json_pack("{s:s, s:s, s:s}", "id", peer->id, "address", peer->address,
@@ -198,12 +225,11 @@ static int start_everything(Run *run, const AttackConfig *attack, const char *se
     for (int i = 0; status == SPIRT_OK && i < o->peers; i++) {
         PeerState *peer = &run->peers[i];
         char path[1200], log_path[1200];
-        json_t *config = json_pack("{s:s, s:s, s:s, s:s, s:O, s:o, s:{s:s, s:s, s:i, s:i, s:i, s:I}, s:f, s:f, s:b}",
-                                   "peer_id", peer->id, "db", peer->address, "identity", "identity.key", "workflow",
-                                   o->workflow, "peers", peers, "run", run_json(run, peer, attack), "data", "source",
-                                   o->dataset, "partition", o->partition, "shard", i, "shards", o->peers, "validation",
-                                   o->validation, "seed", (json_int_t)o->seed, "gradient_timeout_seconds", 30.0,
-                                   "round_timeout_seconds", o->round_timeout, "inline", o->inline_functions);
+        json_t *config = json_pack("{s:s, s:s, s:s, s:s, s:O, s:o, s:o, s:f, s:f, s:b}", "peer_id", peer->id, "db",
+                                   peer->address, "identity", "identity.key", "workflow", o->workflow, "peers", peers,
+                                   "run", run_json(run, peer, attack), "data", data_spec(run, i),
+                                   "gradient_timeout_seconds", 30.0, "round_timeout_seconds", o->round_timeout,
+                                   "inline", o->inline_functions);
         snprintf(path, sizeof(path), "%s/%s/peer.json", run->dir, peer->id);
         status = write_json(path, config, error);
         json_decref(config);
@@ -462,6 +488,26 @@ static void write_plots(const Run *run) {
     if (system(command) != 0) log_warn("gnuplot failed; the plots are missing (the data is in metrics.csv)");
 }
 
+/* Every counter of every peer's spirt:counters, as {peer: {field: n}}. */
+static json_t *counters_by_peer(const Run *run) {
+    json_t *all = json_object();
+    for (int i = 0; i < run->options.peers; i++) {
+        StoreOptions options = {.connect_timeout_ms = 1000};
+        StoreConn *conn = store_connect_address(run->peers[i].address, &options, NULL);
+        StoreReply *reply = NULL;
+        const char *argv[] = {"HGETALL", KEY_COUNTERS};
+        if (conn && store_command_argv(conn, 2, argv, NULL, &reply, NULL) == SPIRT_OK && reply->type == STORE_REPLY_ARRAY) {
+            json_t *fields = json_object();
+            for (size_t k = 0; k + 1 < reply->elements; k += 2)
+                json_object_set_new(fields, reply->element[k]->str, json_integer(atoll(reply->element[k + 1]->str)));
+            json_object_set_new(all, run->peers[i].id, fields);
+        }
+        store_reply_free(reply);
+        store_free(conn);
+    }
+    return all;
+}
+
 static json_t *sum_counters(const Run *run) {
     json_t *total = json_object();
     static const char *const names[] = {"invocations", "reclaims", "expired", "failures", "cold_starts",
@@ -512,6 +558,7 @@ static int finish(Run *run, double wall_seconds, SpirtError *error) {
         run->options.byzantine ? run->options.attack : "none", "aggregator", run->options.aggregator, "optimizer",
         run->options.optimizer, "params_digest", consensus ? consensus->digest : "", "counters", sum_counters(run),
         "run_dir", run->dir);
+    json_object_set_new(summary, "counters_by_peer", counters_by_peer(run));
     char path[1100];
     snprintf(path, sizeof(path), "%s/summary.json", run->dir);
     int status = write_json(path, summary, error);
@@ -551,6 +598,11 @@ static int finish(Run *run, double wall_seconds, SpirtError *error) {
     }
     json_decref(summary);
     return status;
+}
+
+static int known_function(void *context, const char *name) {
+    (void)context;
+    return fn_find(name) != NULL;
 }
 
 /* --- The command --- */
@@ -636,18 +688,23 @@ int command_train(int argc, char **argv) {
     if (!o->json && !o->quiet) spirt_log_set_level(SPIRT_LOG_WARN);
     if (o->json || o->quiet) spirt_log_set_level(SPIRT_LOG_ERROR);
 
-    /* The dataset first: a missing one is refused before anything starts. */
-    Dataset *train = data_load(o->dataset, DATA_TRAIN, &error);
-    run->test = train ? data_load(o->dataset, DATA_TEST, &error) : NULL;
+    /* The dataset first: a missing one is refused before anything starts.
+     * A folder is made absolute, as the peers run elsewhere. */
+    static char dataset_path[1024];
+    if (strcmp(o->dataset, "fashion-mnist") != 0 && realpath(o->dataset, dataset_path)) o->dataset = dataset_path;
+    Dataset *raw_train = data_load(o->dataset, DATA_TRAIN, &error);
+    run->test = raw_train ? data_load(o->dataset, DATA_TEST, &error) : NULL;
     if (run->test == NULL) {
         fprintf(stderr, "spirt train: %s\n", error.message);
-        dataset_free(train);
+        dataset_free(raw_train);
         free(run);
         return 1;
     }
     float mean, std;
-    data_statistics(train, &mean, &std);
+    data_statistics(raw_train, &mean, &std);
     data_normalize(run->test, mean, std, NULL);
+    data_normalize(raw_train, mean, std, NULL);
+    Dataset *train = raw_train; /* now normalised, as peer_load_training_data gives it */
     run->shard_size = train->count / (size_t)o->peers - (size_t)o->validation;
     if (train->count / (size_t)o->peers <= (size_t)o->validation) {
         fprintf(stderr, "spirt train: --validation %d leaves no training data in shards of %zu\n", o->validation,
@@ -657,13 +714,13 @@ int command_train(int argc, char **argv) {
         free(run);
         return 2;
     }
-    dataset_free(train);
     if (o->rounds == 0)
         o->rounds = (uint64_t)ceil(o->epochs * (double)run->shard_size / (double)(o->batches_per_round * o->batch_size));
     char module_path[1024], self[1024];
     ssize_t self_length = readlink("/proc/self/exe", self, sizeof(self) - 1);
     if (self_length <= 0) {
         fprintf(stderr, "spirt train: cannot find its own executable\n");
+        dataset_free(train);
         dataset_free(run->test);
         free(run);
         return 1;
@@ -674,16 +731,25 @@ int command_train(int argc, char **argv) {
     snprintf(slash + 1, sizeof(module_path) - (size_t)(slash + 1 - module_path), "spirt.so");
     if (access(module_path, R_OK) != 0) {
         fprintf(stderr, "spirt train: the module %s is missing (make build)\n", module_path);
+        dataset_free(train);
         dataset_free(run->test);
         free(run);
         return 1;
     }
-    if (access(o->workflow, R_OK) != 0) {
-        fprintf(stderr, "spirt train: workflow %s: %s\n", o->workflow, strerror(errno));
+    /* The workflow too: a broken one is refused here, with its path. */
+    FlowMachine *machine = flow_machine_load_file(o->workflow, &error);
+    if (machine && flow_machine_check_resources(machine, known_function, NULL, &error) != SPIRT_OK) {
+        flow_machine_free(machine);
+        machine = NULL;
+    }
+    if (machine == NULL) {
+        fprintf(stderr, "spirt train: %s\n", error.message);
+        dataset_free(train);
         dataset_free(run->test);
         free(run);
         return 1;
     }
+    flow_machine_free(machine);
 
     /* Byzantine peers, chosen by the seed. */
     size_t order[MAX_PEERS];
@@ -727,8 +793,10 @@ int command_train(int argc, char **argv) {
         if (!o->json && !o->quiet)
             fprintf(stderr, "spirt train: %d peers, %s, %llu rounds of %d x %d per peer; run folder %s\n", o->peers,
                     o->model, (unsigned long long)o->rounds, o->batches_per_round, o->batch_size, run->dir);
-        status = start_everything(run, &attack, self, module_path, &error);
+        status = start_everything(run, train, &attack, self, module_path, &error);
     }
+    dataset_free(train);
+    train = NULL;
     if (status == SPIRT_OK) status = write_peers_json(run, &error);
     if (status == SPIRT_OK) {
         snprintf(path, sizeof(path), "%s/metrics.csv", run->dir);

@@ -25,14 +25,26 @@
 
 #define KEY_DATA_SPEC "spirt:data:spec"
 
-/* The shard of this peer: a new train and validation dataset. */
-static int compute_shard(const json_t *data_spec, const char *config_path, Dataset **train, Dataset **validation,
+Dataset *peer_load_training_data(const char *source, SpirtError *error) {
+    Dataset *all = data_load(source, DATA_TRAIN, error);
+    if (all == NULL) return NULL;
+    float mean, std;
+    data_statistics(all, &mean, &std);
+    if (data_normalize(all, mean, std, error) != SPIRT_OK) {
+        dataset_free(all);
+        return NULL;
+    }
+    return all;
+}
+
+/* The shard of a peer: a new train and validation dataset cut from the
+ * whole (normalised) training set as `data_spec` says. */
+static int compute_shard(const json_t *data_spec, const Dataset *all, Dataset **train, Dataset **validation,
                          SpirtError *error) {
-    const char *source = "fashion-mnist", *partition = "iid";
+    const char *partition = "iid";
     uint64_t shard = 0, shards = 1, validation_count = 0, seed = 1;
     const json_t *spec = data_spec;
-    if (fn_json_string_or(spec, "source", source, &source, error) != SPIRT_OK ||
-        fn_json_string_or(spec, "partition", partition, &partition, error) != SPIRT_OK ||
+    if (fn_json_string_or(spec, "partition", partition, &partition, error) != SPIRT_OK ||
         fn_json_u64_or(spec, "shard", 0, &shard, error) != SPIRT_OK ||
         fn_json_u64_or(spec, "shards", 1, &shards, error) != SPIRT_OK ||
         fn_json_u64_or(spec, "validation", 0, &validation_count, error) != SPIRT_OK ||
@@ -41,33 +53,21 @@ static int compute_shard(const json_t *data_spec, const char *config_path, Datas
     if (shards == 0 || shard >= shards)
         return spirt_error_set(error, SPIRT_ERR_INVALID, "data: shard %llu of %llu does not exist",
                                (unsigned long long)shard, (unsigned long long)shards);
-    char source_path[1024];
-    if (strcmp(source, "fashion-mnist") == 0)
-        snprintf(source_path, sizeof(source_path), "%s", source);
-    else
-        peer_resolve_path(config_path, source, source_path, sizeof(source_path));
-    Dataset *all = data_load(source_path, DATA_TRAIN, error);
-    if (all == NULL) return error->code;
-    float mean, std;
-    data_statistics(all, &mean, &std);
-    int status = data_normalize(all, mean, std, error);
+    int status = SPIRT_OK;
     DataPartition parts = {0};
-    if (status == SPIRT_OK) {
-        if (strcmp(partition, "iid") == 0) {
-            status = data_partition_iid(all->count, shards, seed, &parts, error);
-        } else if (strncmp(partition, "dirichlet:", 10) == 0) {
-            char *end = NULL;
-            double alpha = strtod(partition + 10, &end);
-            if (end == partition + 10 || *end != '\0' || !(alpha > 0))
-                status = spirt_error_set(error, SPIRT_ERR_INVALID, "data: partition '%s': alpha must be a number > 0",
-                                         partition);
-            else
-                status = data_partition_dirichlet(all->labels, all->count, all->classes, shards, alpha, seed, &parts,
-                                                  error);
-        } else {
-            status = spirt_error_set(error, SPIRT_ERR_INVALID, "data: unknown partition '%s' (iid or dirichlet:ALPHA)",
+    if (strcmp(partition, "iid") == 0) {
+        status = data_partition_iid(all->count, shards, seed, &parts, error);
+    } else if (strncmp(partition, "dirichlet:", 10) == 0) {
+        char *end = NULL;
+        double alpha = strtod(partition + 10, &end);
+        if (end == partition + 10 || *end != '\0' || !(alpha > 0))
+            status = spirt_error_set(error, SPIRT_ERR_INVALID, "data: partition '%s': alpha must be a number > 0",
                                      partition);
-        }
+        else
+            status = data_partition_dirichlet(all->labels, all->count, all->classes, shards, alpha, seed, &parts, error);
+    } else {
+        status = spirt_error_set(error, SPIRT_ERR_INVALID, "data: unknown partition '%s' (iid or dirichlet:ALPHA)",
+                                 partition);
     }
     Dataset *mine = NULL;
     if (status == SPIRT_OK) {
@@ -89,7 +89,6 @@ static int compute_shard(const json_t *data_spec, const char *config_path, Datas
     }
     dataset_free(mine);
     data_partition_free(&parts);
-    dataset_free(all);
     return status;
 }
 
@@ -105,6 +104,36 @@ static int upload_dataset(StoreConn *db, const Dataset *dataset, const char *ima
     if (status == SPIRT_OK) status = tensor_shape_vector(&shape, dataset->count, error);
     if (status == SPIRT_OK) status = store_tensor_set(db, labels_key, &shape, labels, error);
     free(labels);
+    return status;
+}
+
+#define KEY_DATA_INFO "spirt:data:info"
+
+int peer_upload_shard(StoreConn *db, const Dataset *all, const json_t *data_spec, SpirtError *error) {
+    double start = clock_monotonic_ms();
+    Dataset *train = NULL, *validation = NULL;
+    int status = compute_shard(data_spec, all, &train, &validation, error);
+    if (status == SPIRT_OK) status = upload_dataset(db, train, KEY_TRAIN_IMAGES, KEY_TRAIN_LABELS, error);
+    if (status == SPIRT_OK && validation)
+        status = upload_dataset(db, validation, KEY_VALIDATION_IMAGES, KEY_VALIDATION_LABELS, error);
+    if (status == SPIRT_OK) {
+        char digest[SPIRT_DIGEST_HEX_SIZE];
+        tensor_digest_hex(train->images, train->count * train->features, digest);
+        json_t *info = json_pack("{s:I, s:I, s:s}", "train_count", (json_int_t)train->count, "validation_count",
+                                 validation ? (json_int_t)validation->count : 0, "data_digest", digest);
+        char *info_text = json_dumps(info, JSON_COMPACT);
+        char *spec_text = json_dumps(data_spec, JSON_COMPACT | JSON_SORT_KEYS);
+        /* The spec last: its presence says the shard is complete. */
+        status = store_set(db, KEY_DATA_INFO, info_text, strlen(info_text), error);
+        if (status == SPIRT_OK) status = store_set(db, KEY_DATA_SPEC, spec_text, strlen(spec_text), error);
+        free(info_text);
+        free(spec_text);
+        json_decref(info);
+        log_info("shard of %zu examples (+%zu validation) loaded in %.0f ms", train->count,
+                 validation ? validation->count : 0, clock_monotonic_ms() - start);
+    }
+    dataset_free(train);
+    dataset_free(validation);
     return status;
 }
 
@@ -131,50 +160,38 @@ int peer_prepare_database(StoreConn *db, const json_t *config, const char *confi
     /* The run configuration, completed with what the data gives. */
     json_t *run_json = run ? json_deep_copy(run) : json_object();
     json_object_set_new(run_json, "peer_id", json_string(peer_id));
-    char *spec_text = json_dumps(data_spec, JSON_COMPACT | JSON_SORT_KEYS);
-    char *stored_spec = NULL;
+    /* The data: kept if the stored shard was made from the same spec
+     * (`spirt train` uploads it before starting the peer), else made here. */
+    json_t *spec = json_deep_copy(data_spec);
+    const char *source = json_string_value(json_object_get(spec, "source"));
+    if (source && strcmp(source, "fashion-mnist") != 0) {
+        char resolved[1024];
+        peer_resolve_path(config_path, source, resolved, sizeof(resolved));
+        json_object_set_new(spec, "source", json_string(resolved));
+    }
+    char *spec_text = json_dumps(spec, JSON_COMPACT | JSON_SORT_KEYS);
+    char *stored = NULL;
     size_t stored_length = 0;
-    int have_data = store_get(db, KEY_DATA_SPEC, &stored_spec, &stored_length, NULL) == SPIRT_OK &&
-                    strcmp(stored_spec, spec_text) == 0;
-    free(stored_spec);
-    if (have_data) {
-        /* Same data spec as the stored shard: take its counts from the old
-         * configuration instead of recomputing the shard. */
-        char *old_text = NULL;
-        size_t old_length = 0;
-        json_t *old = NULL;
-        if (store_get(db, KEY_CONFIG, &old_text, &old_length, NULL) == SPIRT_OK)
-            old = json_loadb(old_text, old_length, 0, NULL);
-        free(old_text);
-        const char *fields[] = {"train_count", "validation_count", "data_digest"};
-        for (int i = 0; i < 3; i++) {
-            json_t *value = json_object_get(old, fields[i]);
-            if (value == NULL) have_data = 0;
-            else json_object_set(run_json, fields[i], value);
-        }
-        json_decref(old);
-    }
-    if (!have_data) {
-        double start = clock_monotonic_ms();
-        Dataset *train = NULL, *validation = NULL;
-        status = compute_shard(data_spec, config_path, &train, &validation, error);
-        if (status == SPIRT_OK) status = upload_dataset(db, train, KEY_TRAIN_IMAGES, KEY_TRAIN_LABELS, error);
-        if (status == SPIRT_OK && validation)
-            status = upload_dataset(db, validation, KEY_VALIDATION_IMAGES, KEY_VALIDATION_LABELS, error);
-        if (status == SPIRT_OK) {
-            char digest[SPIRT_DIGEST_HEX_SIZE];
-            tensor_digest_hex(train->images, train->count * train->features, digest);
-            json_object_set_new(run_json, "train_count", json_integer((json_int_t)train->count));
-            json_object_set_new(run_json, "validation_count", json_integer(validation ? (json_int_t)validation->count : 0));
-            json_object_set_new(run_json, "data_digest", json_string(digest));
-            status = store_set(db, KEY_DATA_SPEC, spec_text, strlen(spec_text), error);
-            log_info("%s: shard of %zu examples (+%zu validation) loaded in %.0f ms", peer_id, train->count,
-                     validation ? validation->count : 0, clock_monotonic_ms() - start);
-        }
-        dataset_free(train);
-        dataset_free(validation);
-    }
+    int have_data = store_get(db, KEY_DATA_SPEC, &stored, &stored_length, NULL) == SPIRT_OK &&
+                    strcmp(stored, spec_text) == 0;
+    free(stored);
     free(spec_text);
+    if (!have_data) {
+        Dataset *all = peer_load_training_data(source ? json_string_value(json_object_get(spec, "source")) : "fashion-mnist",
+                                               error);
+        status = all ? peer_upload_shard(db, all, spec, error) : error->code;
+        dataset_free(all);
+    }
+    json_decref(spec);
+    char *info_text = NULL;
+    size_t info_length = 0;
+    if (status == SPIRT_OK) status = store_get(db, KEY_DATA_INFO, &info_text, &info_length, error);
+    json_t *info = info_text ? json_loadb(info_text, info_length, 0, NULL) : NULL;
+    free(info_text);
+    if (status == SPIRT_OK && !json_is_object(info))
+        status = spirt_error_set(error, SPIRT_ERR_FORMAT, "%s is not a JSON object", KEY_DATA_INFO);
+    if (status == SPIRT_OK) json_object_update(run_json, info);
+    json_decref(info);
 
     /* Check the configuration by parsing it, then store it. */
     RunConfig parsed;
@@ -211,22 +228,28 @@ int peer_prepare_database(StoreConn *db, const json_t *config, const char *confi
             fn_json_string(entry, "address", &address, error) != SPIRT_OK ||
             fn_json_string(entry, "public_key", &key, error) != SPIRT_OK)
             return spirt_error_prefix(error, "peers[%zu]", index);
+        Member member = {0};
+        if (!identity_peer_id_valid(id) || strlen(address) >= sizeof(member.address) ||
+            strlen(key) != SPIRT_PUBLIC_KEY_HEX_SIZE - 1)
+            return spirt_error_set(error, SPIRT_ERR_INVALID, "peers[%zu]: bad id, address or public_key", index);
         char *existing = NULL;
         size_t length = 0;
-        int known = store_hget(db, KEY_MEMBERS, id, &existing, &length, NULL) == SPIRT_OK;
+        Member known;
+        int have = store_hget(db, KEY_MEMBERS, id, &existing, &length, NULL) == SPIRT_OK &&
+                   fn_member_from_json(id, existing, length, &known, NULL) == SPIRT_OK;
         free(existing);
-        if (!known) {
-            Member member = {0};
-            if (!identity_peer_id_valid(id) || strlen(address) >= sizeof(member.address) ||
-                strlen(key) != SPIRT_PUBLIC_KEY_HEX_SIZE - 1)
-                return spirt_error_set(error, SPIRT_ERR_INVALID, "peers[%zu]: bad id, address or public_key", index);
-            snprintf(member.id, sizeof(member.id), "%s", id);
-            snprintf(member.address, sizeof(member.address), "%s", address);
-            snprintf(member.public_key, sizeof(member.public_key), "%s", key);
+        /* A known member keeps its status; the configuration is the
+         * authority on where it is and which key it signs with. */
+        if (have) member = known;
+        snprintf(member.id, sizeof(member.id), "%s", id);
+        snprintf(member.address, sizeof(member.address), "%s", address);
+        snprintf(member.public_key, sizeof(member.public_key), "%s", key);
+        if (!have) {
             member.status = MEMBER_ALIVE;
             member.status_since_ms = clock_wall_ms();
-            if ((status = fn_member_write(db, &member, error)) != SPIRT_OK) return status;
         }
+        if (!have || strcmp(known.address, member.address) != 0 || strcmp(known.public_key, member.public_key) != 0)
+            if ((status = fn_member_write(db, &member, error)) != SPIRT_OK) return status;
         if ((status = store_hset(db, "spirt:allowed", id, key, strlen(key), error)) != SPIRT_OK) return status;
     }
     return SPIRT_OK;

@@ -192,6 +192,10 @@ static int serve_entry(Worker *worker, const StoreStreamEntry *entry, int reclai
     if (reclaimed) count(worker, "reclaims", 1);
     count(worker, "invocations", 1);
     count(worker, "queue_wait_ms", now - entry_added_ms(entry->id));
+    /* Sent now, not with the result: an invocation that crashes its worker
+     * was still taken, and counts. */
+    append_counters(worker);
+    flush_pipeline(worker, SPIRT_OK, NULL);
 
     /* Injected faults, drawn per invocation taken. */
     double draw = rng_uniform(&worker->faults);
