@@ -989,7 +989,7 @@ static FlowMachine *load_round(void) {
 
 static const char round_input[] =
     "{'peer': '127.0.0.1:7001', 'round': 3, 'batches': [0, 1, 2, 3, 4, 5], 'max_concurrency': 2,"
-    " 'evaluate': %s, 'gradient_timeout_seconds': 5, 'exchange_wait_seconds': 0.1, 'exchange_timeout_seconds': %s,"
+    " 'membership': true, 'evaluate': %s, 'gradient_timeout_seconds': 5, 'exchange_wait_seconds': 0.1, 'exchange_timeout_seconds': %s,"
     " 'optimizer': {'name': 'sgd', 'lr': 0.05}, 'aggregator': {'rule': 'median'}}";
 
 static void test_round(FlowEngine *engine) {
@@ -1014,7 +1014,7 @@ static void test_round(FlowEngine *engine) {
     CHECK(integer_member(json_object_get(out, "average"), "count") == 5);
     CHECK(integer_member(json_object_get(out, "aggregate"), "inputs") == 2);
     CHECK_JSON(json_object_get(out, "update"), "{'applied_round': 3}");
-    CHECK_JSON(json_object_get(json_object_get(out, "membership"), "liveness"),
+    CHECK_JSON(json_object_get(json_object_get(out, "membership_result"), "liveness"),
                "{'live': ['127.0.0.1:7001', '127.0.0.1:7002']}");
     CHECK(json_object_get(out, "evaluation") != NULL);
     CHECK(atomic_load(&world.evaluate_calls) == 1);
