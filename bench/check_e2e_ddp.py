@@ -8,8 +8,9 @@ Each check compares the baseline's code with an independent way of computing
 the same thing on the real Fashion-MNIST files:
   - the pixel statistics against a naive double-precision pass and the
     published figures;
-  - one round's gradient (one pass over B*S examples) against the mean of B
-    separate minibatch gradients, for every model;
+  - one round's gradient (one pass over B*S examples, or one per minibatch)
+    against the mean of B separate minibatch gradients, for every model, and
+    a short round's against the mean of per-example gradients;
   - the shards: disjoint, equal, complete (with the hold-out and the
     remainder), seeded; each epoch's rounds visit each example once;
   - a real 2-process DDP round against one process stepping on the two
@@ -52,24 +53,53 @@ def flat_gradient(model):
     return torch.cat([p.grad.reshape(-1) for p in model.parameters()])
 
 
+def gradient_of(model, action):
+    model.zero_grad(set_to_none=True)
+    action()
+    return flat_gradient(model).clone()
+
+
+def assert_same_gradient(name, got, reference):
+    error = (got - reference).abs().max().item()
+    assert error <= 1e-12 * max(1.0, reference.abs().max().item()), f"{name}: max difference {error}"
+    assert reference.abs().max().item() > 1e-3, f"{name}: a vanishing gradient proves nothing"
+
+
 def check_round_gradient_is_mean_of_minibatch_gradients():
     batches, size = 3, 8
     images = torch.from_numpy(TRAIN_X[:batches * size]).double()
     labels = torch.from_numpy(TRAIN_Y[:batches * size])
     for name in sorted(baseline.MODELS):
         model = baseline.build_model(name, seed=7).double()
-        model.zero_grad(set_to_none=True)
-        baseline.round_gradient(model, images, labels)
-        one_pass = flat_gradient(model).clone()
-        reference = torch.zeros_like(one_pass)
-        for b in range(batches):
-            model.zero_grad(set_to_none=True)
-            part = slice(b * size, (b + 1) * size)
-            torch.nn.functional.cross_entropy(model(images[part]), labels[part]).backward()
-            reference += flat_gradient(model) / batches
-        error = (one_pass - reference).abs().max().item()
-        assert error <= 1e-12 * max(1.0, reference.abs().max().item()), f"{name}: max difference {error}"
-        assert reference.abs().max().item() > 1e-3, f"{name}: a vanishing gradient proves nothing"
+
+        def separate_passes():
+            for b in range(batches):
+                part = slice(b * size, (b + 1) * size)
+                (torch.nn.functional.cross_entropy(model(images[part]), labels[part]) / batches).backward()
+
+        reference = gradient_of(model, separate_passes)
+        one_pass = gradient_of(model, lambda: baseline.round_gradient(model, images, labels))
+        assert_same_gradient(name, one_pass, reference)
+        per_minibatch = gradient_of(model, lambda: baseline.round_gradient(model, images, labels, size))
+        assert_same_gradient(f"{name} per minibatch", per_minibatch, reference)
+
+
+def check_short_round_gradient_is_mean_over_its_examples():
+    # 20 examples in minibatches of 8: 8 + 8 + 4, as a short last round has.
+    images = torch.from_numpy(TRAIN_X[100:120]).double()
+    labels = torch.from_numpy(TRAIN_Y[100:120])
+    for name in ("logreg", "mlp"):
+        model = baseline.build_model(name, seed=5).double()
+
+        def example_by_example():  # the mean over the 20 examples, from its definition
+            for k in range(len(labels)):
+                loss = torch.nn.functional.cross_entropy(model(images[k:k + 1]), labels[k:k + 1])
+                (loss / len(labels)).backward()
+
+        reference = gradient_of(model, example_by_example)
+        for minibatch in (None, 8):
+            got = gradient_of(model, lambda: baseline.round_gradient(model, images, labels, minibatch))
+            assert_same_gradient(f"{name} minibatch {minibatch}", got, reference)
 
 
 def check_shards_disjoint_equal_complete():
@@ -127,13 +157,13 @@ def examples(round_number, rank):
     return torch.from_numpy(TRAIN_X[start:start + PER_PROCESS]), torch.from_numpy(TRAIN_Y[start:start + PER_PROCESS])
 
 
-def ddp_process(rank, name, options, port, path):
+def ddp_process(rank, name, options, minibatch, port, path):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     model = DistributedDataParallel(baseline.build_model(name, seed=rank + 3))  # DDP broadcasts rank 0's
     optimizer = baseline.make_optimizer(model.parameters(), options)
     for r in range(ROUNDS):
-        baseline.train_round(model, optimizer, *examples(r, rank))
+        baseline.train_round(model, optimizer, *examples(r, rank), minibatch)
     if rank == 0:
         torch.save(model.module.state_dict(), path)
     dist.barrier()
@@ -142,11 +172,13 @@ def ddp_process(rank, name, options, port, path):
 
 def check_ddp_round_is_one_step_on_all_examples():
     os.environ["GLOO_SOCKET_IFNAME"] = "lo"
-    for name, options in (("mlp", Options("momentum", 0.05)), ("logreg", Options("adam", 0.01))):
+    cases = (("mlp", Options("momentum", 0.05), None), ("logreg", Options("adam", 0.01), None),
+             ("mlp", Options("sgd", 0.1), PER_PROCESS // 4))  # no_sync() on all but the last pass
+    for name, options, minibatch in cases:
         with tempfile.TemporaryDirectory() as workdir:
             path = os.path.join(workdir, "params.pt")
-            torch_mp.start_processes(ddp_process, args=(name, options, baseline.free_port(), path), nprocs=2,
-                                     start_method="fork")
+            torch_mp.start_processes(ddp_process, args=(name, options, minibatch, baseline.free_port(), path),
+                                     nprocs=2, start_method="fork")
             trained = torch.load(path)
         reference = baseline.build_model(name, seed=3)
         optimizer = baseline.make_optimizer(reference.parameters(), options)

@@ -28,6 +28,7 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_variable] = "1"
 
 import argparse
+import contextlib
 import datetime
 import gzip
 import json
@@ -246,20 +247,37 @@ def make_optimizer(parameters, args):
     return torch.optim.Adam(parameters, lr=args.lr)
 
 
-def round_gradient(model, images, labels):
+def round_gradient(model, images, labels, minibatch=None):
     """Fills the parameters' .grad with the gradient of the mean softmax
-    cross-entropy over the round's examples -- one pass over all B*S, which
-    is the mean of the B minibatch gradients when the minibatches are of equal
-    size (bench/check_e2e_ddp.py checks it). Under DDP the backward pass also
-    averages the gradient over the processes. Returns the loss."""
-    loss = F.cross_entropy(model(images), labels)
-    loss.backward()
-    return loss
+    cross-entropy over the round's examples. By default in one pass over all
+    of them, which is the mean of the B minibatch gradients when the
+    minibatches are of equal size (bench/check_e2e_ddp.py checks it). With
+    `minibatch` = S, in one forward/backward pass per minibatch of S, as
+    spirt's B gradient functions do, each minibatch's mean loss weighted by
+    its share of the round's examples so the sum is the same gradient (a
+    short last minibatch included). Under DDP the backward pass also averages
+    over the processes, once per round: the passes before the last run under
+    no_sync(). Returns the mean loss."""
+    count = len(labels)
+    if minibatch is None or minibatch >= count:
+        loss = F.cross_entropy(model(images), labels)
+        loss.backward()
+        return loss.detach()
+    total = 0.0
+    starts = range(0, count, minibatch)
+    for start in starts:
+        part = slice(start, start + minibatch)
+        last = start == starts[-1]
+        with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+            loss = F.cross_entropy(model(images[part]), labels[part]) * (len(labels[part]) / count)
+            loss.backward()
+        total = total + loss.detach()
+    return total
 
 
-def train_round(model, optimizer, images, labels):
+def train_round(model, optimizer, images, labels, minibatch=None):
     optimizer.zero_grad(set_to_none=True)
-    loss = round_gradient(model, images, labels)
+    loss = round_gradient(model, images, labels, minibatch)
     optimizer.step()
     return loss
 
@@ -295,6 +313,7 @@ def worker(rank, config, data, result_path):
     model = DistributedDataParallel(build_model(args.model, args.seed))
     optimizer = make_optimizer(model.parameters(), args)
     examples_per_round = args.batches_per_round * args.batch_size
+    minibatch = args.batch_size if args.per_minibatch else None
     per_epoch = config["rounds_per_epoch"]
     total_rounds = per_epoch * args.epochs
 
@@ -335,7 +354,7 @@ def worker(rank, config, data, result_path):
         for within in range(per_epoch):
             started = time.perf_counter()
             picked = order[within * examples_per_round:(within + 1) * examples_per_round]
-            train_round(model, optimizer, shard_x[picked], shard_y[picked])
+            train_round(model, optimizer, shard_x[picked], shard_y[picked], minibatch)
             train_seconds += time.perf_counter() - started
             round_number += 1
             if round_number % args.eval_every == 0 or round_number == total_rounds:
@@ -396,6 +415,8 @@ def parse_args(argv):
     parser.add_argument("--eval-every", type=int, default=None, help="rounds between evaluations "
                         "(default: once per epoch)")
     parser.add_argument("--validation", type=int, default=0, help="V, training examples held out")
+    parser.add_argument("--per-minibatch", action="store_true", help="one forward/backward pass per "
+                        "minibatch of S (as spirt's B functions) instead of one pass over B*S")
     parser.add_argument("--drop-last", action="store_true", help="drop each epoch's short last round")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--data-dir", default=DATA_DIR)
@@ -481,6 +502,7 @@ def run(args):
         shutil.rmtree(workdir, ignore_errors=True)
     result.update({
         "seed": args.seed, "validation": args.validation, "drop_last": args.drop_last,
+        "per_minibatch": args.per_minibatch,
         "eval_every": args.eval_every, "cores": cores, "threads_per_process": 1,
         "oversubscribed": args.processes > cores, "pixel_mean": mean, "pixel_std": std,
         "torch_version": torch.__version__,
