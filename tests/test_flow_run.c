@@ -989,7 +989,7 @@ static FlowMachine *load_round(void) {
 
 static const char round_input[] =
     "{'peer': '127.0.0.1:7001', 'round': 3, 'batches': [0, 1, 2, 3, 4, 5], 'max_concurrency': 2,"
-    " 'membership': true, 'evaluate': %s, 'gradient_timeout_seconds': 5, 'exchange_wait_seconds': 0.1, 'exchange_timeout_seconds': %s,"
+    " 'membership': true, 'snapshot': false, 'evaluate': %s, 'gradient_timeout_seconds': 5, 'exchange_wait_seconds': 0.1, 'exchange_timeout_seconds': %s,"
     " 'optimizer': {'name': 'sgd', 'lr': 0.05}, 'aggregator': {'rule': 'median'}}";
 
 static void test_round(FlowEngine *engine) {

@@ -57,5 +57,6 @@ const char *bench_source_path(char *buffer, size_t size, const char *relative);
 /* BENCHMARK ENTRY POINTS: each bench_NAME.c adds its declaration here. */
 int bench_agg(int argc, char **argv);
 int bench_indb(int argc, char **argv); /* bench_indb.c */
+int bench_e2e(int argc, char **argv);  /* bench_e2e.c */
 
 #endif /* SPIRT_CLI_BENCH_H */

@@ -15,6 +15,7 @@ typedef struct Benchmark {
 static const Benchmark benchmarks[] = {
     /* BENCHMARKS: each benchmark adds its line here. */
     {"agg", bench_agg, "aggregation rules vs NumPy, and the mean vs memory bandwidth"},
+    {"e2e", bench_e2e, "time per epoch and to a target accuracy: spirt train vs PyTorch DDP"},
     {"indb", bench_indb, "average B gradients + SGD step: in the database vs a client vs Lua/JSON"},
     {NULL, NULL, NULL},
 };

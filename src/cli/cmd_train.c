@@ -48,6 +48,7 @@ static void on_interrupt(int signal_number) {
 }
 
 typedef struct TrainOptions {
+    int snapshot_every;
     int peers, workers, batches_per_round, batch_size, byzantine, validation, evaluate_every, json, quiet, inline_functions;
     int visibility_ms, hang_ms, f;
     uint64_t seed, rounds;
@@ -65,6 +66,8 @@ typedef struct PeerState {
     StoreConn *conn;        /* the orchestrator's own connection, for metrics */
     char last_metrics_id[STORE_STREAM_ID_SIZE];
     long long rounds_done;
+    double *round_end_ms;   /* wall clock at the end of each round (index: round) */
+    double first_start_ms;  /* wall clock at the start of round 0 */
     double last_val_accuracy;
     char status[16];        /* ok, dead, failed */
     double test_accuracy, test_loss;
@@ -230,6 +233,7 @@ static int start_everything(Run *run, const Dataset *train, const AttackConfig *
                                    "run", run_json(run, peer, attack), "data", data_spec(run, i),
                                    "gradient_timeout_seconds", 30.0, "round_timeout_seconds", o->round_timeout,
                                    "inline", o->inline_functions);
+        json_object_set_new(config, "snapshot_every", json_integer(o->snapshot_every));
         snprintf(path, sizeof(path), "%s/%s/peer.json", run->dir, peer->id);
         status = write_json(path, config, error);
         json_decref(config);
@@ -352,7 +356,13 @@ static void collect_metrics(Run *run) {
                     json_t *metrics = json_loadb(fields->element[f + 1]->str, fields->element[f + 1]->len, 0, NULL);
                     if (metrics == NULL) continue;
                     write_metrics_row(run->metrics, peer->id, metrics);
-                    peer->rounds_done = json_integer_value(json_object_get(metrics, "round")) + 1;
+                    long long round = json_integer_value(json_object_get(metrics, "round"));
+                    peer->rounds_done = round + 1;
+                    double end_ms = (double)json_integer_value(json_object_get(metrics, "time_ms"));
+                    if (round >= 0 && (uint64_t)round < run->options.rounds && peer->round_end_ms)
+                        peer->round_end_ms[round] = end_ms;
+                    if (round == 0)
+                        peer->first_start_ms = end_ms - json_number_value(json_object_get(metrics, "round_ms"));
                     const json_t *accuracy = json_object_get(metrics, "val_accuracy");
                     if (json_is_number(accuracy)) peer->last_val_accuracy = json_number_value(accuracy);
                     json_decref(metrics);
@@ -530,10 +540,59 @@ static json_t *sum_counters(const Run *run) {
     return total;
 }
 
+/* Training time: from the first peer starting round 0 to the end of
+ * `round` (the slowest peer's), in seconds. */
+static double training_start_ms(const Run *run) {
+    double start = 0;
+    for (int i = 0; i < run->options.peers; i++)
+        if (run->peers[i].first_start_ms > 0 && (start == 0 || run->peers[i].first_start_ms < start))
+            start = run->peers[i].first_start_ms;
+    return start;
+}
+
+/* The test accuracy of the snapshots `peer` kept, with when they were made. */
+static json_t *accuracy_curve(Run *run, const PeerState *peer) {
+    json_t *curve = json_array();
+    if (run->options.snapshot_every <= 0 || peer == NULL) return curve;
+    NnModelKind kind;
+    nn_model_kind_parse(run->options.model, &kind, NULL);
+    NnModel *model = nn_model_create(kind, 500, NULL);
+    StoreOptions options = {.connect_timeout_ms = 2000};
+    StoreConn *conn = store_connect_address(peer->address, &options, NULL);
+    double start = training_start_ms(run);
+    for (uint64_t round = 0; model && conn && round < run->options.rounds; round++) {
+        if (!((round + 1) % (uint64_t)run->options.snapshot_every == 0 || round + 1 == run->options.rounds)) continue;
+        char key[64];
+        snprintf(key, sizeof(key), "spirt:snapshot:%llu", (unsigned long long)round);
+        Tensor *params = NULL;
+        if (store_tensor_get(conn, key, &params, NULL) != SPIRT_OK) continue;
+        double loss = 0;
+        size_t correct = 0;
+        if (nn_model_load_params(model, params->data, params->count, NULL) == SPIRT_OK &&
+            nn_model_evaluate(model, run->test->images, run->test->labels, run->test->count, &loss, &correct, NULL) ==
+                SPIRT_OK) {
+            double end = peer->round_end_ms ? peer->round_end_ms[round] : 0;
+            json_array_append_new(curve, json_pack("[I, f, f]", (json_int_t)round,
+                                                   end > 0 && start > 0 ? (end - start) / 1000.0 : -1.0,
+                                                   (double)correct / (double)run->test->count));
+        }
+        tensor_free(params);
+        store_del(conn, key, NULL, NULL);
+    }
+    store_free(conn);
+    nn_model_free(model);
+    return curve;
+}
+
 static int finish(Run *run, double wall_seconds, SpirtError *error) {
     evaluate_peers(run);
     int agreeing = 0;
     const PeerState *consensus = consensus_peer(run, &agreeing);
+    double start = training_start_ms(run), end = 0;
+    for (int i = 0; i < run->options.peers; i++)
+        for (uint64_t r = 0; run->peers[i].round_end_ms && r < run->options.rounds; r++)
+            if (run->peers[i].round_end_ms[r] > end) end = run->peers[i].round_end_ms[r];
+    double train_seconds = start > 0 && end > start ? (end - start) / 1000.0 : 0;
     json_t *peers = json_array(), *byzantine = json_array();
     for (int i = 0; i < run->options.peers; i++) {
         const PeerState *peer = &run->peers[i];
@@ -559,6 +618,8 @@ static int finish(Run *run, double wall_seconds, SpirtError *error) {
         run->options.optimizer, "params_digest", consensus ? consensus->digest : "", "counters", sum_counters(run),
         "run_dir", run->dir);
     json_object_set_new(summary, "counters_by_peer", counters_by_peer(run));
+    json_object_set_new(summary, "train_seconds", json_real(train_seconds));
+    json_object_set_new(summary, "accuracy_curve", accuracy_curve(run, consensus));
     char path[1100];
     snprintf(path, sizeof(path), "%s/summary.json", run->dir);
     int status = write_json(path, summary, error);
@@ -645,6 +706,8 @@ int command_train(int argc, char **argv) {
         {"exchange-wait", CLI_DOUBLE, &o->exchange_wait, "SEC", "how long a peer waits for the others (default 10)"},
         {"round-timeout", CLI_DOUBLE, &o->round_timeout, "SEC", "time-out of one round's workflow (default 600)"},
         {"workflow", CLI_STRING, &o->workflow, "FILE", "the round's state machine (default workflows/round.json)"},
+        {"snapshot-every", CLI_INT, &o->snapshot_every, "K", "keep the model every K rounds and report its test "
+                                                             "accuracy over time in summary.json (default 0: off)"},
         {"seed", CLI_U64, &o->seed, "N", "seed of everything random (default 1)"},
         {"out", CLI_STRING, &o->out, "DIR", "the run folder (default runs/DATE-PID)"},
         {"json", CLI_FLAG, &o->json, NULL, "print the summary as one JSON object on stdout"},
@@ -763,6 +826,7 @@ int command_train(int argc, char **argv) {
     rng_init_stream(&rng, o->seed, 0x62797a616e74ull /* "byzant" */);
     rng_shuffle_indices(&rng, order, (size_t)o->peers);
     for (int k = 0; k < o->byzantine; k++) run->peers[order[k]].byzantine = 1;
+    for (int i = 0; i < o->peers; i++) run->peers[i].round_end_ms = calloc(o->rounds, sizeof(double));
 
     int status = prepare_run_dir(run, &error);
     char path[1100];
@@ -843,6 +907,7 @@ int command_train(int argc, char **argv) {
     for (int i = 0; i < o->peers; i++) {
         store_free(run->peers[i].conn);
         tensor_free(run->peers[i].params);
+        free(run->peers[i].round_end_ms);
     }
     if (run->metrics) fclose(run->metrics);
     cluster_free(run->cluster); /* stops the databases last */

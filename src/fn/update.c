@@ -1,6 +1,8 @@
 /* update.c -- the in-database optimizer step, applied once per round.
  *
- * Event: {"peer", "round", "optimizer": {...} (optional; default the run's)}.
+ * Event: {"peer", "round", "optimizer": {...} (optional; default the run's),
+ * "snapshot": true (optional: keep a copy of the new parameters under
+ * spirt:snapshot:{r}, for evaluating the model's history later)}.
  * Applies SPIRT.UPDATE spirt:params spirt:r:{r}:agg with the optimizer
  * state under spirt:opt:state and step r + 1, then deletes the keys of the
  * round that falls out of the kept window. Result: {"applied": bool,
@@ -136,6 +138,15 @@ int fn_update(FnContext *context, const json_t *event, json_t **result, SpirtErr
     if (parsed.round >= config->keep_rounds &&
         (status = delete_round(db, parsed.round - config->keep_rounds, error)) != SPIRT_OK)
         return status;
+
+    int snapshot = 0;
+    if ((status = fn_json_bool_or(event, "snapshot", 0, &snapshot, error)) != SPIRT_OK) return status;
+    if (snapshot) {
+        char key[KEY_MAX];
+        snprintf(key, sizeof(key), "spirt:snapshot:%llu", (unsigned long long)parsed.round);
+        const char *copy_argv[] = {"COPY", KEY_PARAMS, key, "REPLACE"};
+        if ((status = store_command_argv(db, 4, copy_argv, NULL, NULL, error)) != SPIRT_OK) return status;
+    }
 
     /* The new parameters' digest, for comparing peers' models round by round. */
     char digest[SPIRT_DIGEST_HEX_SIZE] = "";

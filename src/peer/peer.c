@@ -116,15 +116,18 @@ static json_t *round_input(const char *peer_id, const char *db, const RunConfig 
     uint64_t membership_every = 10;
     fn_json_u64_or(file, "membership_every", membership_every, &membership_every, NULL);
     int membership = membership_every <= 1 || round % membership_every == 0;
+    uint64_t snapshot_every = 0;
+    fn_json_u64_or(file, "snapshot_every", 0, &snapshot_every, NULL);
+    int snapshot = snapshot_every && ((round + 1) % snapshot_every == 0 || round + 1 == config->rounds);
     double gradient_timeout = 30, wait = config->exchange_wait_seconds;
     uint64_t concurrency = config->batches_per_round;
     fn_json_double_or(file, "gradient_timeout_seconds", gradient_timeout, &gradient_timeout, NULL);
     fn_json_u64_or(file, "max_concurrency", concurrency, &concurrency, NULL);
     char aggregator[256];
     run_format_aggregator(&config->aggregator, aggregator, sizeof(aggregator));
-    return json_pack("{s:{s:s, s:s}, s:I, s:o, s:I, s:b, s:b, s:f, s:f, s:f, s:s, s:o}", "peer", "id", peer_id, "db",
-                     db, "round", (json_int_t)round, "batches", batches, "max_concurrency", (json_int_t)concurrency,
-                     "membership", membership, "evaluate", evaluate, "gradient_timeout_seconds", gradient_timeout, "exchange_wait_seconds", wait,
+    return json_pack("{s:{s:s, s:s}, s:I, s:o, s:I, s:b, s:b, s:b, s:f, s:f, s:f, s:s, s:o}", "peer", "id", peer_id,
+                     "db", db, "round", (json_int_t)round, "batches", batches, "max_concurrency", (json_int_t)concurrency,
+                     "membership", membership, "evaluate", evaluate, "snapshot", snapshot, "gradient_timeout_seconds", gradient_timeout, "exchange_wait_seconds", wait,
                      "exchange_timeout_seconds", wait + 15.0, "aggregator", aggregator, "optimizer",
                      optimizer_json(&config->optimizer));
 }
