@@ -1,0 +1,176 @@
+/* spirt_module.h -- what the files of the Redis module spirt.so share.
+ *
+ * The module keeps float32 tensors in Redis as a module data type and runs
+ * the project's kernels (src/agg, src/optim) on them next to the data. The
+ * files, one concern each:
+ *   module.c            RedisModule_OnLoad: load arguments, type, commands
+ *   module_api.c        the server's API pointers (redismodule.h)
+ *   tensor_type.c       SpirtTensor: reference counting and the type methods
+ *                       (RDB, AOF, digest, memory, COPY)
+ *   keys.c              reading/writing tensors in keys, propagation,
+ *                       error replies and argument parsing
+ *   jobs.c              running a command inline or on a worker thread
+ *   commands_tensor.c   SPIRT.TSET, SPIRT.TGET, SPIRT.INFO, SPIRT.MINFO
+ *   commands_agg.c      SPIRT.AVG, SPIRT.AGG
+ *   commands_update.c   SPIRT.UPDATE
+ * docs/module.md is the user's reference for every command.
+ *
+ * The one invariant everything relies on: a tensor that a key holds is never
+ * modified. Writers build a new tensor and swap it into the key; the old one
+ * lives on as long as someone (a running command, another key after COPY)
+ * holds a reference. That is what lets a long command compute on a worker
+ * thread from references taken on the main thread while the server goes on
+ * serving reads and writes of the same keys. */
+#ifndef SPIRT_MODULE_H
+#define SPIRT_MODULE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "redismodule.h"
+#include "spirt/error.h"  /* SpirtError */
+#include "spirt/tensor.h" /* TensorShape, SPIRT_TENSOR_* */
+
+#define SPIRT_MODULE_NAME "spirt"
+#define SPIRT_MODULE_VERSION 1
+/* Module type names are exactly 9 characters; this one is what TYPE shows. */
+#define SPIRT_TENSOR_TYPE_NAME "spirt-tns"
+/* RDB encoding of a tensor (see tensor_type.c); bump on any change. */
+#define SPIRT_TENSOR_ENCODING_VERSION 1
+/* dtype code in the RDB encoding: IEEE-754 binary32, little-endian. */
+#define SPIRT_DTYPE_FLOAT32 1
+
+/* --- Settings (module load arguments) ----------------------------------- */
+
+typedef struct SpirtModuleConfig {
+    int threads;       /* threads a kernel may use (THREADS n; default: all CPUs) */
+    size_t inline_max; /* commands reading at most this many floats run on the
+                          main thread (INLINE_MAX n; default 262144) */
+} SpirtModuleConfig;
+
+/* Set once in RedisModule_OnLoad, read-only afterwards. */
+extern SpirtModuleConfig spirt_config;
+
+/* --- Tensors (tensor_type.c) ------------------------------------------- */
+
+/* An immutable float32 tensor shared by keys and running commands. The
+ * header and the values are one allocation (RedisModule_TryAlloc, so it
+ * counts towards maxmemory); `data` is SPIRT_TENSOR_ALIGNMENT-aligned. */
+typedef struct SpirtTensor {
+    atomic_size_t references; /* keys + running commands holding it */
+    TensorShape shape;
+    size_t count;             /* product of the dims */
+    float *data;              /* count values; never written once stored */
+} SpirtTensor;
+
+/* The registered data type (set by spirt_tensor_type_register). */
+extern RedisModuleType *SpirtTensorType;
+
+/* A new tensor of `shape` holding one reference (the caller's), values
+ * uninitialised, or zeroed if `zeroed`. NULL when memory is short. Safe on
+ * any thread. */
+SpirtTensor *spirt_tensor_create(const TensorShape *shape, int zeroed);
+/* Adds a reference and returns `tensor`. Safe on any thread. */
+SpirtTensor *spirt_tensor_retain(SpirtTensor *tensor);
+/* Drops a reference; the last one frees the tensor. NULL is allowed. Safe on
+ * any thread (Redis may free values on its lazy-free thread). */
+void spirt_tensor_release(SpirtTensor *tensor);
+/* Bytes of data: count * 4. */
+size_t spirt_tensor_bytes(const SpirtTensor *tensor);
+
+/* Creates the data type with every method. REDISMODULE_OK or _ERR. */
+int spirt_tensor_type_register(RedisModuleCtx *ctx);
+
+/* --- Keys, replies, arguments (keys.c) ----------------------------------- */
+
+/* Replies "-CODE message" (printf-style message; control characters are
+ * replaced so the reply stays one line). Always returns REDISMODULE_OK, so a
+ * command can `return spirt_reply_error(...)`. */
+int spirt_reply_error(RedisModuleCtx *ctx, const char *code, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The reply code for a SpirtStatus: SHAPE, NONFINITE, PRECONDITION, ... */
+const char *spirt_error_code(int status);
+/* Replies with error->message under the code of error->code. */
+int spirt_reply_spirt_error(RedisModuleCtx *ctx, const SpirtError *error);
+
+/* 1 if the argument equals `token`, ignoring ASCII case. */
+int spirt_arg_is(const RedisModuleString *argument, const char *token);
+/* A key name for messages: at most 64 bytes, printable, NUL-terminated. */
+const char *spirt_key_label(const RedisModuleString *name, char *buffer, size_t size);
+
+/* Integer in [minimum, maximum] or an "INVALID <what> ..." reply. */
+int spirt_parse_integer_or_reply(RedisModuleCtx *ctx, const RedisModuleString *argument, const char *what,
+                                 long long minimum, long long maximum, long long *value);
+/* Finite double or an "INVALID <what> ..." reply. */
+int spirt_parse_double_or_reply(RedisModuleCtx *ctx, const RedisModuleString *argument, const char *what,
+                                double *value);
+
+/* What a key holds. */
+typedef enum SpirtKeyState { SPIRT_KEY_EMPTY = 0, SPIRT_KEY_TENSOR = 1, SPIRT_KEY_WRONGTYPE = 2 } SpirtKeyState;
+
+/* Looks `name` up without keeping the key open. For SPIRT_KEY_TENSOR,
+ * *tensor is borrowed: valid during this main-thread callback only (retain
+ * it to keep it). */
+SpirtKeyState spirt_key_lookup(RedisModuleCtx *ctx, RedisModuleString *name, SpirtTensor **tensor);
+
+/* A tensor that must exist: on success *tensor is borrowed as above;
+ * otherwise replies "NOKEY <role> '<name>' does not exist" or WRONGTYPE and
+ * returns REDISMODULE_ERR. */
+int spirt_key_tensor_or_reply(RedisModuleCtx *ctx, RedisModuleString *name, const char *role,
+                              SpirtTensor **tensor);
+
+/* Stores `tensor` in `name` (whatever the key held before, like SET). Takes
+ * over the caller's reference, also on failure. REDISMODULE_OK or _ERR. */
+int spirt_key_store(RedisModuleCtx *ctx, RedisModuleString *name, SpirtTensor *tensor);
+
+/* Propagates "SPIRT.TSET name FLOAT32 dims... BLOB values" to the AOF and
+ * replicas: how every command that computes a tensor makes its effect
+ * durable and replicated (see docs/module.md, "Replication"). */
+void spirt_propagate_tensor(RedisModuleCtx *ctx, RedisModuleString *name, const SpirtTensor *tensor);
+
+/* The dims of `tensor` as strings for a 'v' argument of Replicate/EmitAOF;
+ * free them with spirt_dims_free. */
+int spirt_dims_strings(const SpirtTensor *tensor, RedisModuleString **dims);
+void spirt_dims_free(RedisModuleString **dims, int count);
+
+/* --- Jobs (jobs.c) ------------------------------------------------------- */
+
+typedef struct SpirtJob SpirtJob;
+
+/* A command's work, split so that the heavy part can leave the main thread.
+ * The command's handler parses its arguments and takes references on the
+ * main thread, then submits the job. compute() may run on a worker thread:
+ * it touches only what the job holds (no Redis calls but Alloc/Free). finish()
+ * runs on the main thread: it stores results, propagates and replies.
+ * destroy() frees the job and drops its references, on the main thread. */
+struct SpirtJob {
+    void (*compute)(SpirtJob *job);
+    int (*finish)(RedisModuleCtx *ctx, SpirtJob *job);
+    void (*destroy)(SpirtJob *job);
+    SpirtError error;                  /* set by compute on failure */
+    RedisModuleBlockedClient *blocked; /* NULL when run inline */
+};
+
+/* Runs `job`: inline when `work_floats` <= spirt_config.inline_max or when
+ * the client cannot be blocked (MULTI, scripts, loading, commands from a
+ * master); otherwise on a new worker thread, with the client blocked until
+ * finish() replies. Takes ownership of the job. Returns REDISMODULE_OK (the
+ * command's return value). If the client disconnects while a worker runs,
+ * the job is destroyed without finish(): nothing is written. */
+int spirt_job_submit(RedisModuleCtx *ctx, SpirtJob *job, size_t work_floats);
+
+/* Adds jobs_running (submitted, not yet destroyed), jobs_inline_total and
+ * jobs_threaded_total to the module's INFO section. */
+void spirt_jobs_info(RedisModuleInfoCtx *ctx);
+
+/* --- Commands ------------------------------------------------------------ */
+
+int spirt_command_tset(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int spirt_command_tget(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int spirt_command_info(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int spirt_command_minfo(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int spirt_command_avg(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int spirt_command_agg(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int spirt_command_update(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+
+#endif /* SPIRT_MODULE_H */

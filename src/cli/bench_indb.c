@@ -1,0 +1,540 @@
+/* bench_indb.c -- `spirt bench indb`: SPIRT's central claim, measured side by
+ * side in one run: averaging B minibatch gradients and taking an SGD step is
+ * much faster inside the database than anywhere else.
+ *
+ *   (a) in-DB      SPIRT.AVG avg g0..gB-1 + SPIRT.UPDATE p avg OPT sgd LR x,
+ *                  pipelined in one round trip (the module, build/spirt.so)
+ *   (b) client     SPIRT.TGET of the B gradients and the parameters over
+ *                  hiredis (pipelined), the same kernels (agg_mean,
+ *                  optim_step) in this process, SPIRT.TSET of the parameters
+ *   (c) Lua/JSON   what SPIRT's public code does: gradients and parameters as
+ *                  JSON lists in string keys, averaged and stepped by one EVAL
+ *                  with cjson (bench/indb_average_update.lua)
+ *
+ * It starts its own redis-server on loopback with the module loaded (fork and
+ * exec, stopped by pid at the end), without persistence, so only the
+ * computation and the data movement are measured. Each figure is the median
+ * of --repeats timed runs after one warm-up. (c) is skipped for the cases
+ * whose estimated time exceeds --lua-max-s (a note says which).
+ *
+ * Before timing, (a) and (b) are run once from the same parameters and their
+ * results compared bit for bit: both use the project's one implementation of
+ * each kernel, so they must agree exactly. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli/bench.h"
+#include "cli/options.h"
+#include "spirt/agg.h"
+#include "spirt/clock.h"
+#include "spirt/optim.h"
+#include "spirt/parallel.h"
+#include "spirt/rng.h"
+#include "spirt/tensor.h"
+
+#define MAX_CASES 16
+#define LEARNING_RATE "0.01"
+
+/* --- The server ------------------------------------------------------------ */
+
+typedef struct BenchServer {
+    pid_t pid;
+    int port;
+    char dir[256];
+} BenchServer;
+
+/* A free TCP port on 127.0.0.1 (the kernel picks it; racy by nature, so
+ * start_server retries). */
+static int free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in address = {0};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address);
+    int port = -1;
+    if (bind(fd, (struct sockaddr *)&address, sizeof(address)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&address, &length) == 0)
+        port = ntohs(address.sin_port);
+    close(fd);
+    return port;
+}
+
+static redisContext *connect_server(int port) {
+    struct timeval timeout = {120, 0};
+    redisContext *context = redisConnectWithTimeout("127.0.0.1", port, timeout);
+    if (context && context->err) {
+        redisFree(context);
+        return NULL;
+    }
+    if (context) redisSetTimeout(context, timeout);
+    return context;
+}
+
+/* SIGTERM, then SIGKILL after 5 s; reaps the process. */
+static void stop_process(BenchServer *server) {
+    if (server->pid <= 0) return;
+    kill(server->pid, SIGTERM);
+    for (int i = 0; i < 500 && server->pid > 0; i++) {
+        if (waitpid(server->pid, NULL, WNOHANG) == server->pid) server->pid = 0;
+        else clock_sleep_ms(10);
+    }
+    if (server->pid > 0) {
+        kill(server->pid, SIGKILL);
+        waitpid(server->pid, NULL, 0);
+        server->pid = 0;
+    }
+}
+
+static void stop_server(BenchServer *server) {
+    stop_process(server);
+    if (server->dir[0]) {
+        char path[400];
+        snprintf(path, sizeof(path), "%s/redis.log", server->dir);
+        unlink(path);
+        rmdir(server->dir);
+        server->dir[0] = '\0';
+    }
+}
+
+static int start_server(BenchServer *server, const char *module_path, SpirtError *error) {
+    memset(server, 0, sizeof(*server));
+    const char *base = getenv("TMPDIR");
+    snprintf(server->dir, sizeof(server->dir), "%s/spirt-bench-indb-XXXXXX", base && *base ? base : "/tmp");
+    if (mkdtemp(server->dir) == NULL) {
+        server->dir[0] = '\0';
+        return spirt_error_set(error, SPIRT_ERR_IO, "cannot make a temporary folder: %s", strerror(errno));
+    }
+    for (int attempt = 0; attempt < 5; attempt++) {
+        server->port = free_port();
+        char port_text[16], log_path[400];
+        snprintf(port_text, sizeof(port_text), "%d", server->port);
+        snprintf(log_path, sizeof(log_path), "%s/redis.log", server->dir);
+        const char *argv[] = {"redis-server", "--port", port_text, "--bind", "127.0.0.1", "--dir", server->dir,
+                              "--logfile", log_path, "--save", "", "--appendonly", "no", "--loadmodule",
+                              module_path, NULL};
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid < 0) return spirt_error_set(error, SPIRT_ERR_IO, "fork: %s", strerror(errno));
+        if (pid == 0) {
+            execvp("redis-server", (char *const *)argv);
+            _exit(127);
+        }
+        server->pid = pid;
+        for (int i = 0; i < 250; i++) {
+            if (waitpid(pid, NULL, WNOHANG) == pid) {
+                server->pid = 0;
+                break;
+            }
+            redisContext *context = connect_server(server->port);
+            if (context) {
+                redisReply *reply = redisCommand(context, "PING");
+                int ok = reply && reply->type == REDIS_REPLY_STATUS;
+                if (reply) freeReplyObject(reply);
+                redisFree(context);
+                if (ok) return SPIRT_OK;
+            }
+            clock_sleep_ms(20);
+        }
+        stop_process(server);
+    }
+    stop_server(server);
+    return spirt_error_set(error, SPIRT_ERR_IO,
+                           "redis-server did not start with %s (is redis-server installed, is the module built?)",
+                           module_path);
+}
+
+/* --- Commands ---------------------------------------------------------------- */
+
+/* Sends argv (binary-safe) and returns the reply; NULL on a connection error. */
+static redisReply *command_argv(redisContext *context, int argc, const char **argv, const size_t *lengths) {
+    return redisCommandArgv(context, argc, argv, lengths);
+}
+
+static int reply_ok(redisReply *reply, const char *what, SpirtError *error) {
+    if (reply == NULL) return spirt_error_set(error, SPIRT_ERR_CLOSED, "%s: connection lost", what);
+    int ok = reply->type != REDIS_REPLY_ERROR;
+    if (!ok) spirt_error_set(error, SPIRT_ERR_SERVER, "%s: %s", what, reply->str);
+    freeReplyObject(reply);
+    return ok ? SPIRT_OK : SPIRT_ERR_SERVER;
+}
+
+static int tensor_set(redisContext *context, const char *key, const float *values, size_t count,
+                      SpirtError *error) {
+    char dim[32];
+    snprintf(dim, sizeof(dim), "%zu", count);
+    const char *argv[] = {"SPIRT.TSET", key, "FLOAT32", dim, "BLOB", (const char *)values};
+    size_t lengths[] = {10, strlen(key), 7, strlen(dim), 4, count * sizeof(float)};
+    return reply_ok(command_argv(context, 6, argv, lengths), key, error);
+}
+
+/* A JSON list of `count` numbers, as SPIRT stores gradients. Caller frees. */
+static char *json_list(const float *values, size_t count, size_t *length) {
+    size_t capacity = count * 16 + 16, used = 0;
+    char *text = malloc(capacity);
+    if (text == NULL) return NULL;
+    text[used++] = '[';
+    for (size_t i = 0; i < count; i++)
+        used += (size_t)snprintf(text + used, capacity - used, i ? ",%.9g" : "%.9g", (double)values[i]);
+    text[used++] = ']';
+    text[used] = '\0';
+    *length = used;
+    return text;
+}
+
+/* --- One case ------------------------------------------------------------------ */
+
+typedef struct BenchCase {
+    redisContext *context;
+    size_t params;
+    int batches;
+    int threads;
+    char keys[17][32]; /* g:0 .. g:15, then the parameter key */
+    const char *lua_sha;
+    SpirtError error; /* first failure of a timed run */
+} BenchCase;
+
+static void fail(BenchCase *bench, int status, const SpirtError *error) {
+    if (status != SPIRT_OK && bench->error.code == SPIRT_OK) bench->error = *error;
+}
+
+/* (a) in the database: AVG and UPDATE pipelined in one round trip. */
+static void run_indb_on(BenchCase *bench, const char *params_key) {
+    const char *argv[20];
+    argv[0] = "SPIRT.AVG";
+    argv[1] = "bench:avg";
+    for (int b = 0; b < bench->batches; b++) argv[2 + b] = bench->keys[b];
+    redisAppendCommandArgv(bench->context, 2 + bench->batches, argv, NULL);
+    const char *update[] = {"SPIRT.UPDATE", params_key, "bench:avg", "OPT", "sgd", "LR", LEARNING_RATE};
+    redisAppendCommandArgv(bench->context, 7, update, NULL);
+    SpirtError error;
+    for (int i = 0; i < 2; i++) {
+        redisReply *reply = NULL;
+        if (redisGetReply(bench->context, (void **)&reply) != REDIS_OK) reply = NULL;
+        fail(bench, reply_ok(reply, i ? "SPIRT.UPDATE" : "SPIRT.AVG", &error), &error);
+    }
+}
+
+static void run_indb(void *context) {
+    BenchCase *bench = context;
+    run_indb_on(bench, "bench:params");
+}
+
+/* (b) in the client: fetch, average and step here, write back. */
+static void run_client_on(BenchCase *bench, const char *params_key) {
+    SpirtError error;
+    int count = bench->batches + 1;
+    for (int b = 0; b <= bench->batches; b++) {
+        const char *argv[] = {"SPIRT.TGET", b < bench->batches ? bench->keys[b] : params_key, "BLOB"};
+        redisAppendCommandArgv(bench->context, 3, argv, NULL);
+    }
+    redisReply *replies[17] = {0};
+    size_t bytes = bench->params * sizeof(float);
+    int ok = 1;
+    for (int i = 0; i < count; i++) {
+        if (redisGetReply(bench->context, (void **)&replies[i]) != REDIS_OK) replies[i] = NULL;
+        if (replies[i] == NULL || replies[i]->type != REDIS_REPLY_STRING || replies[i]->len != bytes) ok = 0;
+    }
+    float *average = tensor_buffer_alloc(bench->params);
+    const float *inputs[16];
+    if (ok && average) {
+        /* hiredis gives each bulk reply its own malloc'd buffer: aligned for
+         * floats, and ours to step in place -- no extra copy. */
+        for (int b = 0; b < bench->batches; b++) inputs[b] = (const float *)replies[b]->str;
+        float *params = (float *)replies[bench->batches]->str;
+        agg_mean(inputs, (size_t)bench->batches, bench->params, average, bench->threads);
+        OptimConfig config = optim_config_default(OPTIM_SGD, strtof(LEARNING_RATE, NULL));
+        fail(bench, optim_step(&config, params, average, NULL, bench->params, 1, &error), &error);
+        char dim[32];
+        snprintf(dim, sizeof(dim), "%zu", bench->params);
+        const char *argv[] = {"SPIRT.TSET", params_key, "FLOAT32", dim, "BLOB", (const char *)params};
+        size_t lengths[] = {10, strlen(params_key), 7, strlen(dim), 4, bytes};
+        fail(bench, reply_ok(command_argv(bench->context, 6, argv, lengths), "SPIRT.TSET", &error), &error);
+    } else {
+        spirt_error_set(&error, SPIRT_ERR_SERVER, "client path: a TGET failed or memory is short");
+        fail(bench, SPIRT_ERR_SERVER, &error);
+    }
+    tensor_buffer_free(average);
+    for (int i = 0; i < count; i++)
+        if (replies[i]) freeReplyObject(replies[i]);
+}
+
+static void run_client(void *context) {
+    BenchCase *bench = context;
+    run_client_on(bench, "bench:params");
+}
+
+/* (c) Lua over JSON lists, one EVALSHA. */
+static void run_lua(void *context) {
+    BenchCase *bench = context;
+    const char *argv[24];
+    char key_count[16], json_keys[17][32];
+    snprintf(key_count, sizeof(key_count), "%d", bench->batches + 1);
+    int argc = 0;
+    argv[argc++] = "EVALSHA";
+    argv[argc++] = bench->lua_sha;
+    argv[argc++] = key_count;
+    for (int b = 0; b < bench->batches; b++) {
+        snprintf(json_keys[b], sizeof(json_keys[b]), "json:%s", bench->keys[b]);
+        argv[argc++] = json_keys[b];
+    }
+    argv[argc++] = "json:params";
+    argv[argc++] = LEARNING_RATE;
+    SpirtError error;
+    fail(bench, reply_ok(command_argv(bench->context, argc, argv, NULL), "EVALSHA", &error), &error);
+}
+
+/* Stores the parameters and the 16 gradients of a case (tensors; JSON too
+ * if `with_json`). */
+static int load_case(BenchCase *bench, SpirtRng *rng, int with_json, SpirtError *error) {
+    float *values = tensor_buffer_alloc(bench->params);
+    if (values == NULL) return spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory");
+    int status = SPIRT_OK;
+    for (int b = 0; b <= 16 && status == SPIRT_OK; b++) {
+        for (size_t i = 0; i < bench->params; i++) values[i] = (float)(0.1 * rng_normal(rng));
+        const char *key = b < 16 ? bench->keys[b] : "bench:params";
+        if (!with_json) {
+            status = tensor_set(bench->context, key, values, bench->params, error);
+            continue;
+        }
+        size_t length;
+        char *json = json_list(values, bench->params, &length);
+        if (json == NULL) {
+            status = spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory");
+            break;
+        }
+        char json_key[48];
+        snprintf(json_key, sizeof(json_key), "json:%s", b < 16 ? key : "params");
+        const char *argv[] = {"SET", json_key, json};
+        size_t lengths[] = {3, strlen(json_key), length};
+        status = reply_ok(command_argv(bench->context, 3, argv, lengths), "SET", error);
+        free(json);
+    }
+    tensor_buffer_free(values);
+    return status;
+}
+
+/* Runs (a) on one copy of the parameters and (b) on another; 1 if the two
+ * results are bit-identical, 0 if not, -1 on error. */
+static int paths_agree(BenchCase *bench) {
+    SpirtError error;
+    const char *copy_a[] = {"COPY", "bench:params", "bench:check-a", "REPLACE"};
+    const char *copy_b[] = {"COPY", "bench:params", "bench:check-b", "REPLACE"};
+    if (reply_ok(command_argv(bench->context, 4, copy_a, NULL), "COPY", &error) != SPIRT_OK ||
+        reply_ok(command_argv(bench->context, 4, copy_b, NULL), "COPY", &error) != SPIRT_OK)
+        return -1;
+    run_indb_on(bench, "bench:check-a");
+    run_client_on(bench, "bench:check-b");
+    const char *get_a[] = {"SPIRT.TGET", "bench:check-a"}, *get_b[] = {"SPIRT.TGET", "bench:check-b"};
+    redisReply *a = command_argv(bench->context, 2, get_a, NULL);
+    redisReply *b = command_argv(bench->context, 2, get_b, NULL);
+    int agree = a && b && a->type == REDIS_REPLY_STRING && b->type == REDIS_REPLY_STRING && a->len == b->len &&
+                memcmp(a->str, b->str, a->len) == 0;
+    int failed = !a || !b || bench->error.code != SPIRT_OK;
+    if (a) freeReplyObject(a);
+    if (b) freeReplyObject(b);
+    return failed ? -1 : agree;
+}
+
+/* --- Options, loop, report ---------------------------------------------------------- */
+
+static int parse_list(const char *text, uint64_t *values, int max) {
+    int count = 0;
+    const char *p = text;
+    while (*p && count < max) {
+        char *end;
+        errno = 0;
+        double value = strtod(p, &end);
+        if (end == p || errno || value <= 0) return -1;
+        if (*end == 'M' || *end == 'm') value *= 1e6, end++;
+        else if (*end == 'k' || *end == 'K') value *= 1e3, end++;
+        values[count++] = (uint64_t)(value + 0.5);
+        if (*end == ',') end++;
+        else if (*end) return -1;
+        p = end;
+    }
+    return *p ? -1 : count;
+}
+
+int bench_indb(int argc, char **argv) {
+    const char *params_text = "0.1M,1M,4.2M,11.7M", *batches_text = "4,8,16", *module_path = NULL;
+    int repeats = 5, as_json = 0, threads = 0;
+    double lua_max_s = 20.0;
+    const CliOption options[] = {
+        {"params", CLI_STRING, &params_text, "LIST", "parameter counts (default 0.1M,1M,4.2M,11.7M)"},
+        {"batches", CLI_STRING, &batches_text, "LIST", "gradients averaged per step, each <= 16 (default 4,8,16)"},
+        {"repeats", CLI_INT, &repeats, "N", "timed runs per figure; the median is reported (default 5)"},
+        {"lua-max-s", CLI_DOUBLE, &lua_max_s, "S", "skip Lua/JSON cases estimated longer than this (default 20)"},
+        {"threads", CLI_INT, &threads, "N", "kernel threads, in the module and the client (default: all CPUs)"},
+        {"module", CLI_STRING, &module_path, "PATH", "the module (default: spirt.so next to this program)"},
+        {"json", CLI_FLAG, &as_json, NULL, "print one JSON object instead of a table"},
+    };
+    const CliCommand command = {"bench indb", "",
+                                "average B gradients and take an SGD step: in the database, in a client, in Lua/JSON",
+                                options, sizeof(options) / sizeof(options[0])};
+    int positional_count = 0;
+    int parsed = cli_parse(&command, argc, argv, NULL, 0, &positional_count);
+    if (parsed != CLI_PARSED) return parsed == CLI_EXIT_OK ? 0 : 2;
+    uint64_t param_counts[MAX_CASES], batch_counts[MAX_CASES];
+    int param_cases = parse_list(params_text, param_counts, MAX_CASES);
+    int batch_cases = parse_list(batches_text, batch_counts, MAX_CASES);
+    if (param_cases <= 0) return cli_usage_error(&command, "--params: '%s' is not a list of counts", params_text);
+    if (batch_cases <= 0) return cli_usage_error(&command, "--batches: '%s' is not a list of counts", batches_text);
+    for (int i = 0; i < batch_cases; i++)
+        if (batch_counts[i] > 16) return cli_usage_error(&command, "--batches: at most 16");
+    if (repeats < 1) return cli_usage_error(&command, "--repeats must be >= 1");
+    if (threads <= 0) threads = parallel_default_threads();
+
+    char default_module[1024];
+    if (module_path == NULL) {
+        ssize_t length = readlink("/proc/self/exe", default_module, sizeof(default_module) - 16);
+        if (length <= 0) return cli_usage_error(&command, "cannot find this program's folder: give --module");
+        default_module[length] = '\0';
+        char *slash = strrchr(default_module, '/');
+        strcpy(slash ? slash + 1 : default_module, "spirt.so");
+        module_path = default_module;
+    }
+    char lua_path[1024];
+    bench_source_path(lua_path, sizeof(lua_path), "bench/indb_average_update.lua");
+    FILE *lua_file = fopen(lua_path, "r");
+    if (lua_file == NULL) {
+        fprintf(stderr, "spirt bench indb: %s: %s\n", lua_path, strerror(errno));
+        return 1;
+    }
+    static char lua_script[8192];
+    size_t lua_length = fread(lua_script, 1, sizeof(lua_script) - 1, lua_file);
+    fclose(lua_file);
+    lua_script[lua_length] = '\0';
+
+    /* The server's kernels use the same thread count as the client path. */
+    char threads_text[16];
+    snprintf(threads_text, sizeof(threads_text), "%d", threads);
+    setenv("SPIRT_THREADS", threads_text, 1);
+    BenchServer server;
+    SpirtError error;
+    spirt_error_clear(&error);
+    if (start_server(&server, module_path, &error) != SPIRT_OK) {
+        fprintf(stderr, "spirt bench indb: %s\n", error.message);
+        return 1;
+    }
+    BenchCase bench;
+    memset(&bench, 0, sizeof(bench));
+    bench.threads = threads;
+    bench.context = connect_server(server.port);
+    redisReply *sha = bench.context ? redisCommand(bench.context, "SCRIPT LOAD %s", lua_script) : NULL;
+    if (sha == NULL || sha->type != REDIS_REPLY_STRING) {
+        fprintf(stderr, "spirt bench indb: cannot load the Lua script: %s\n",
+                sha ? sha->str : bench.context ? bench.context->errstr : "no connection");
+        if (sha) freeReplyObject(sha);
+        if (bench.context) redisFree(bench.context);
+        stop_server(&server);
+        return 1;
+    }
+    static char sha_text[64];
+    snprintf(sha_text, sizeof(sha_text), "%s", sha->str);
+    freeReplyObject(sha);
+    bench.lua_sha = sha_text;
+    for (int b = 0; b < 16; b++) snprintf(bench.keys[b], sizeof(bench.keys[b]), "bench:grad:%d", b);
+
+    BenchReport *report = bench_report_create("indb");
+    SpirtRng rng;
+    rng_init(&rng, 20230914);
+    double lua_ms_per_value = 0; /* from the first Lua case, to estimate the others */
+    int status = 0, all_agree = 1, accepted = 1, acceptance_rows = 0;
+    double worst_reduction = 1.0, worst_lua_speedup = 1e300;
+    for (int p = 0; p < param_cases && status == 0; p++) {
+        bench.params = (size_t)param_counts[p];
+        int json_loaded = 0;
+        if (load_case(&bench, &rng, 0, &error) != SPIRT_OK) {
+            fprintf(stderr, "spirt bench indb: loading %zu parameters: %s\n", bench.params, error.message);
+            status = 1;
+            break;
+        }
+        for (int c = 0; c < batch_cases && status == 0; c++) {
+            bench.batches = (int)batch_counts[c];
+            spirt_error_clear(&bench.error);
+            int agree = paths_agree(&bench);
+            if (agree != 1) all_agree = 0;
+            double indb_ms = bench_median_ms(run_indb, &bench, 1, repeats);
+            double client_ms = bench_median_ms(run_client, &bench, 1, repeats);
+            double lua_ms = -1;
+            double estimate_s = lua_ms_per_value * (double)bench.params * (bench.batches + 1) / 1000.0;
+            if (lua_ms_per_value == 0 || estimate_s <= lua_max_s) {
+                if (!json_loaded) {
+                    if (load_case(&bench, &rng, 1, &error) != SPIRT_OK) {
+                        fprintf(stderr, "spirt bench indb: storing JSON: %s\n", error.message);
+                        status = 1;
+                        break;
+                    }
+                    json_loaded = 1;
+                }
+                int lua_repeats = estimate_s * repeats > 4 * lua_max_s ? 1 : repeats;
+                lua_ms = bench_median_ms(run_lua, &bench, 0, lua_repeats);
+                if (lua_ms_per_value == 0) lua_ms_per_value = lua_ms / ((double)bench.params * (bench.batches + 1));
+            } else {
+                bench_report_note(report, "Lua/JSON skipped for %zu params x %d batches: estimated %.0f s a run",
+                                  bench.params, bench.batches, estimate_s);
+            }
+            if (bench.error.code != SPIRT_OK) {
+                fprintf(stderr, "spirt bench indb: %s\n", bench.error.message);
+                status = 1;
+                break;
+            }
+            json_t *row = bench_report_add_row(report);
+            json_object_set_new(row, "params", json_integer((json_int_t)bench.params));
+            json_object_set_new(row, "batches", json_integer(bench.batches));
+            json_object_set_new(row, "indb_ms", json_real(indb_ms));
+            json_object_set_new(row, "client_ms", json_real(client_ms));
+            json_object_set_new(row, "lua_json_ms", lua_ms >= 0 ? json_real(lua_ms) : json_null());
+            double reduction = 1.0 - indb_ms / client_ms;
+            json_object_set_new(row, "reduction_vs_client", json_real(reduction));
+            json_object_set_new(row, "speedup", json_real(client_ms / indb_ms));
+            json_object_set_new(row, "speedup_vs_lua_json", lua_ms >= 0 ? json_real(lua_ms / indb_ms) : json_null());
+            json_object_set_new(row, "bit_identical", json_boolean(agree == 1));
+            if (bench.params >= 1000000) {
+                acceptance_rows++;
+                if (reduction < worst_reduction) worst_reduction = reduction;
+                if (reduction < 0.95) accepted = 0;
+                if (lua_ms >= 0) {
+                    if (lua_ms / indb_ms < worst_lua_speedup) worst_lua_speedup = lua_ms / indb_ms;
+                    if (lua_ms / indb_ms < 300) accepted = 0;
+                }
+            }
+        }
+        /* Free the server's memory before the next, larger case. */
+        redisReply *flush = redisCommand(bench.context, "FLUSHALL");
+        if (flush) freeReplyObject(flush);
+    }
+    redisFree(bench.context);
+    stop_server(&server);
+
+    if (status == 0) {
+        bench_report_note(report, "(a) and (b) results bit-identical in every case: %s", all_agree ? "yes" : "NO");
+        if (acceptance_rows > 0)
+            bench_report_note(report,
+                              "acceptance at >= 1M params (in-DB >= 95%% less time than the client, >= 300x faster "
+                              "than Lua/JSON): %s (least reduction %.3f, least Lua/JSON speedup %.0fx)",
+                              accepted ? "met" : "NOT met", worst_reduction,
+                              worst_lua_speedup < 1e300 ? worst_lua_speedup : 0.0);
+        bench_report_note(report, "medians of %d runs; kernels on %d threads; redis-server without persistence",
+                          repeats, threads);
+        bench_report_set(report, "threads", json_integer(threads));
+        bench_report_set(report, "acceptance_met", json_boolean(accepted && acceptance_rows > 0));
+        static const char *const columns[] = {"params", "batches", "indb_ms", "client_ms", "lua_json_ms",
+                                              "reduction_vs_client", "speedup_vs_lua_json", NULL};
+        bench_report_print(report, as_json, columns);
+    }
+    bench_report_free(report);
+    return status;
+}

@@ -1,0 +1,727 @@
+/* test_module.c -- the Redis module's commands against a real redis-server:
+ * every command's results checked against values computed here
+ * independently, every bad input refused with its code (and the server
+ * still answering), MULTI and Lua, ACL users with read-only key patterns,
+ * and the same results bit for bit whether commands run inline or on a
+ * worker thread.
+ *
+ * SPIRT_TEST_LABELS: db */
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "module_client.h"
+#include "spirt/tensor.h"
+#include "test.h"
+
+#define D 1000 /* values per test tensor */
+
+/* |got - want| <= tolerance * max(1, |want|) for every value. */
+static int close_to(const float *got, const double *want, size_t count, double tolerance) {
+    for (size_t i = 0; i < count; i++) {
+        double scale = fabs(want[i]) > 1 ? fabs(want[i]) : 1;
+        if (!(fabs(got[i] - want[i]) <= tolerance * scale)) {
+            fprintf(stderr, "  value %zu: got %.9g, want %.9g\n", i, got[i], want[i]);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static redisReply *run(redisContext *context, const char *first, ...) __attribute__((sentinel));
+static redisReply *run(redisContext *context, const char *first, ...) {
+    const char *argv[64];
+    int argc = 0;
+    va_list args;
+    va_start(args, first);
+    for (const char *argument = first; argument && argc < 64; argument = va_arg(args, const char *))
+        argv[argc++] = argument;
+    va_end(args);
+    return redisCommandArgv(context, argc, argv, NULL);
+}
+
+/* Runs a command that must reply +OK. */
+static int run_ok(redisContext *context, const char *first, ...) __attribute__((sentinel));
+static int run_ok(redisContext *context, const char *first, ...) {
+    const char *argv[64];
+    int argc = 0;
+    va_list args;
+    va_start(args, first);
+    for (const char *argument = first; argument && argc < 64; argument = va_arg(args, const char *))
+        argv[argc++] = argument;
+    va_end(args);
+    redisReply *reply = redisCommandArgv(context, argc, argv, NULL);
+    int ok = module_test_is_ok(reply);
+    if (!ok) fprintf(stderr, "  %s %s: %s\n", argv[0], argc > 1 ? argv[1] : "", reply && reply->str ? reply->str : "?");
+    if (reply) freeReplyObject(reply);
+    return ok;
+}
+
+/* --- Storing and reading --------------------------------------------------- */
+
+static void test_tset_tget(redisContext *c) {
+    test_begin("TSET/TGET: shapes of 1 to 4 dims, special values, BLOB/META/FULL");
+    float values[48];
+    module_test_random(values, 48, 1, 1.0);
+    values[0] = -0.0f;
+    values[1] = FLT_MAX;
+    values[2] = -FLT_MAX;
+    values[3] = 1e-45f; /* the smallest denormal */
+    values[4] = FLT_MIN;
+    const uint64_t shapes[4][4] = {{48}, {6, 8}, {2, 3, 8}, {2, 2, 3, 4}};
+    for (uint32_t ndim = 1; ndim <= 4; ndim++) {
+        char key[32];
+        snprintf(key, sizeof(key), "shape:%u", ndim);
+        CHECK(module_test_tset(c, key, values, ndim, shapes[ndim - 1]));
+        size_t count = 0;
+        float *back = module_test_tget(c, key, &count);
+        CHECK(back && count == 48 && memcmp(back, values, sizeof(values)) == 0);
+        free(back);
+        redisReply *meta = run(c, "SPIRT.TGET", key, "META", NULL);
+        const redisReply *shape = module_test_field(meta, "shape");
+        const redisReply *dtype = module_test_field(meta, "dtype");
+        const redisReply *count_reply = module_test_field(meta, "count");
+        CHECK(meta && meta->type == REDIS_REPLY_ARRAY && meta->elements == 6);
+        CHECK(dtype && strcmp(dtype->str, "float32") == 0);
+        CHECK(count_reply && count_reply->integer == 48);
+        int shape_ok = shape && shape->type == REDIS_REPLY_ARRAY && shape->elements == ndim;
+        for (uint32_t i = 0; shape_ok && i < ndim; i++) shape_ok = shape->element[i]->integer == (long long)shapes[ndim - 1][i];
+        CHECKF(shape_ok, "shape of %s", key);
+        if (meta) freeReplyObject(meta);
+        redisReply *full = run(c, "SPIRT.TGET", key, "FULL", NULL);
+        const redisReply *blob = module_test_field(full, "blob");
+        CHECK(full && full->elements == 8 && blob && blob->len == sizeof(values) &&
+              memcmp(blob->str, values, sizeof(values)) == 0);
+        if (full) freeReplyObject(full);
+    }
+    redisReply *type = run(c, "TYPE", "shape:1", NULL);
+    CHECK(type && type->type == REDIS_REPLY_STATUS && strcmp(type->str, "spirt-tns") == 0);
+    if (type) freeReplyObject(type);
+
+    /* TSET overwrites any type, like SET; TGET of a missing key is nil. */
+    CHECK(run_ok(c, "SET", "was:string", "hello", NULL));
+    CHECK(module_test_tset_vector(c, "was:string", values, 3));
+    redisReply *missing = run(c, "SPIRT.TGET", "no:such:key", NULL);
+    CHECK(missing && missing->type == REDIS_REPLY_NIL);
+    if (missing) freeReplyObject(missing);
+}
+
+static void test_info(redisContext *c) {
+    test_begin("INFO and MINFO: norm, min, max, mean and digest against the values");
+    float values[D];
+    module_test_random(values, D, 2, 3.0);
+    CHECK(module_test_tset_vector(c, "info:x", values, D));
+    double sum = 0, squares = 0, minimum = values[0], maximum = values[0];
+    for (size_t i = 0; i < D; i++) {
+        sum += values[i];
+        squares += (double)values[i] * values[i];
+        minimum = fmin(minimum, values[i]);
+        maximum = fmax(maximum, values[i]);
+    }
+    char digest[SPIRT_DIGEST_HEX_SIZE];
+    tensor_digest_hex(values, D, digest);
+    redisReply *info = run(c, "SPIRT.INFO", "info:x", NULL);
+    const redisReply *norm = module_test_field(info, "l2_norm"), *low = module_test_field(info, "min"),
+                     *high = module_test_field(info, "max"), *mean = module_test_field(info, "mean"),
+                     *hex = module_test_field(info, "digest"), *count = module_test_field(info, "count");
+    CHECK(norm && low && high && mean && hex && count);
+    if (norm && low && high && mean && hex && count) {
+        CHECK_NEAR(strtod(norm->str, NULL), sqrt(squares), 1e-9 * sqrt(squares));
+        CHECK(strtod(low->str, NULL) == minimum);
+        CHECK(strtod(high->str, NULL) == maximum);
+        CHECK_NEAR(strtod(mean->str, NULL), sum / D, 1e-12);
+        CHECKF(strcmp(hex->str, digest) == 0, "digest %s, computed here %s", hex->str, digest);
+        CHECK(count->integer == D);
+    }
+    if (info) freeReplyObject(info);
+
+    CHECK(run_ok(c, "SET", "info:string", "x", NULL));
+    redisReply *many = run(c, "SPIRT.MINFO", "info:x", "info:missing", "info:string", "info:x", NULL);
+    CHECK(many && many->type == REDIS_REPLY_ARRAY && many->elements == 4);
+    if (many && many->elements == 4) {
+        CHECK(many->element[1]->type == REDIS_REPLY_NIL && many->element[2]->type == REDIS_REPLY_NIL);
+        const redisReply *first = module_test_field(many->element[0], "digest");
+        const redisReply *last = module_test_field(many->element[3], "digest");
+        CHECK(first && last && strcmp(first->str, digest) == 0 && strcmp(last->str, digest) == 0);
+    }
+    if (many) freeReplyObject(many);
+    redisReply *wrong = run(c, "SPIRT.INFO", "info:string", NULL);
+    CHECK(module_test_is_error(wrong, "WRONGTYPE"));
+    if (wrong) freeReplyObject(wrong);
+}
+
+/* --- Aggregation --------------------------------------------------------------- */
+
+/* Stores n random sources "<prefix>:0".. of D values; fills `inputs`. */
+static void store_sources(redisContext *c, const char *prefix, size_t n, float inputs[][D], uint64_t seed) {
+    for (size_t i = 0; i < n; i++) {
+        char key[64];
+        snprintf(key, sizeof(key), "%s:%zu", prefix, i);
+        module_test_random(inputs[i], D, seed + i, 1.0);
+        module_test_tset_vector(c, key, inputs[i], D);
+    }
+}
+
+static void test_avg(redisContext *c) {
+    test_begin("AVG: the element-wise mean");
+    static float inputs[7][D];
+    store_sources(c, "avg", 7, inputs, 100);
+    double want[D];
+    for (size_t j = 0; j < D; j++) {
+        double sum = 0;
+        for (size_t i = 0; i < 7; i++) sum += inputs[i][j];
+        want[j] = sum / 7;
+    }
+    CHECK(run_ok(c, "SPIRT.AVG", "avg:out", "avg:0", "avg:1", "avg:2", "avg:3", "avg:4", "avg:5", "avg:6", NULL));
+    size_t count = 0;
+    float *got = module_test_tget(c, "avg:out", &count);
+    CHECK(got && count == D && close_to(got, want, D, 1e-6));
+    free(got);
+    /* One source: the mean is the source itself. */
+    CHECK(run_ok(c, "SPIRT.AVG", "avg:one", "avg:3", NULL));
+    got = module_test_tget(c, "avg:one", &count);
+    CHECK(got && count == D && memcmp(got, inputs[3], sizeof(inputs[3])) == 0);
+    free(got);
+    /* The destination may be a source: the sources are read first. */
+    CHECK(run_ok(c, "SPIRT.AVG", "avg:0", "avg:0", "avg:1", NULL));
+    got = module_test_tget(c, "avg:0", &count);
+    for (size_t j = 0; j < D; j++) want[j] = ((double)inputs[0][j] + inputs[1][j]) / 2;
+    CHECK(got && close_to(got, want, D, 1e-6));
+    free(got);
+}
+
+static int compare_floats(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+static void test_agg_rules(redisContext *c) {
+    test_begin("AGG: median, trimmed-mean, krum, multi-krum, cclip, geomed against references");
+    enum { N = 6 };
+    static float inputs[N][D];
+    store_sources(c, "agg", N, inputs, 200);
+    double median[D], trimmed[D];
+    for (size_t j = 0; j < D; j++) {
+        float column[N];
+        for (size_t i = 0; i < N; i++) column[i] = inputs[i][j];
+        qsort(column, N, sizeof(float), compare_floats);
+        median[j] = ((double)column[2] + column[3]) / 2;
+        trimmed[j] = ((double)column[1] + column[2] + column[3] + column[4]) / 4;
+    }
+    size_t count;
+    float *got;
+    CHECK(run_ok(c, "SPIRT.AGG", "agg:median", "RULE", "median", "SRC", "6", "agg:0", "agg:1", "agg:2", "agg:3",
+                 "agg:4", "agg:5", NULL));
+    got = module_test_tget(c, "agg:median", &count);
+    CHECK(got && count == D && close_to(got, median, D, 1e-6));
+    free(got);
+    CHECK(run_ok(c, "SPIRT.AGG", "agg:trimmed", "RULE", "trimmed-mean", "TRIM", "1", "SRC", "6", "agg:0", "agg:1",
+                 "agg:2", "agg:3", "agg:4", "agg:5", NULL));
+    got = module_test_tget(c, "agg:trimmed", &count);
+    CHECK(got && count == D && close_to(got, trimmed, D, 1e-6));
+    free(got);
+
+    /* Krum with f = 1: the input with the least sum of squared distances to
+     * its n - f - 2 = 3 nearest others, returned as is. */
+    double scores[N];
+    for (size_t i = 0; i < N; i++) {
+        double distances[N];
+        size_t k = 0;
+        for (size_t o = 0; o < N; o++) {
+            if (o == i) continue;
+            double sum = 0;
+            for (size_t j = 0; j < D; j++) sum += ((double)inputs[i][j] - inputs[o][j]) * ((double)inputs[i][j] - inputs[o][j]);
+            distances[k++] = sum;
+        }
+        for (size_t a = 0; a < k; a++)
+            for (size_t b = a + 1; b < k; b++)
+                if (distances[b] < distances[a]) {
+                    double t = distances[a];
+                    distances[a] = distances[b];
+                    distances[b] = t;
+                }
+        scores[i] = distances[0] + distances[1] + distances[2];
+    }
+    size_t best = 0, second = 1;
+    for (size_t i = 1; i < N; i++)
+        if (scores[i] < scores[best]) best = i;
+    if (best == second) second = 0;
+    for (size_t i = 0; i < N; i++)
+        if (i != best && scores[i] < scores[second]) second = i;
+    redisReply *report = run(c, "SPIRT.AGG", "agg:krum", "RULE", "krum", "F", "1", "REPORT", "YES", "SRC", "6",
+                             "agg:0", "agg:1", "agg:2", "agg:3", "agg:4", "agg:5", NULL);
+    const redisReply *selected = module_test_field(report, "selected");
+    CHECKF(selected && selected->elements == 1 && selected->element[0]->integer == (long long)best,
+           "krum selected %lld, reference %zu", selected && selected->elements ? selected->element[0]->integer : -1LL,
+           best);
+    if (report) freeReplyObject(report);
+    got = module_test_tget(c, "agg:krum", &count);
+    CHECK(got && count == D && memcmp(got, inputs[best], sizeof(inputs[best])) == 0);
+    free(got);
+
+    double pair_mean[D];
+    for (size_t j = 0; j < D; j++) pair_mean[j] = ((double)inputs[best][j] + inputs[second][j]) / 2;
+    CHECK(run_ok(c, "SPIRT.AGG", "agg:mkrum", "RULE", "multi-krum", "F", "1", "M", "2", "SRC", "6", "agg:0", "agg:1",
+                 "agg:2", "agg:3", "agg:4", "agg:5", NULL));
+    got = module_test_tget(c, "agg:mkrum", &count);
+    CHECK(got && count == D && close_to(got, pair_mean, D, 1e-6));
+    free(got);
+
+    /* Centered clipping with a radius nothing reaches and one iteration,
+     * from a given centre: v = c + mean(x_i - c) = mean(x_i). */
+    double mean[D];
+    for (size_t j = 0; j < D; j++) {
+        double sum = 0;
+        for (size_t i = 0; i < N; i++) sum += inputs[i][j];
+        mean[j] = sum / N;
+    }
+    CHECK(run_ok(c, "SPIRT.AGG", "agg:cclip", "RULE", "cclip", "TAU", "1e30", "ITERS", "1", "CENTER", "agg:5",
+                 "SRC", "6", "agg:0", "agg:1", "agg:2", "agg:3", "agg:4", "agg:5", NULL));
+    got = module_test_tget(c, "agg:cclip", &count);
+    CHECK(got && count == D && close_to(got, mean, D, 1e-5));
+    free(got);
+
+    /* The geometric median of copies of one point is that point. */
+    for (int i = 0; i < 3; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "agg:same:%d", i);
+        module_test_tset_vector(c, key, inputs[0], D);
+    }
+    double point[D];
+    for (size_t j = 0; j < D; j++) point[j] = inputs[0][j];
+    CHECK(run_ok(c, "SPIRT.AGG", "agg:geomed", "RULE", "geomed", "MAXITER", "50", "TOL", "1e-9", "SRC", "3",
+                 "agg:same:0", "agg:same:1", "agg:same:2", NULL));
+    got = module_test_tget(c, "agg:geomed", &count);
+    CHECK(got && count == D && close_to(got, point, D, 1e-5));
+    free(got);
+
+    /* Bulyan and NNM: the result lies within each coordinate's range. */
+    static float seven[7][D];
+    store_sources(c, "bul", 7, seven, 300);
+    CHECK(run_ok(c, "SPIRT.AGG", "agg:bulyan", "RULE", "bulyan", "F", "1", "PRE", "NNM", "SRC", "7", "bul:0", "bul:1",
+                 "bul:2", "bul:3", "bul:4", "bul:5", "bul:6", NULL));
+    got = module_test_tget(c, "agg:bulyan", &count);
+    int within = got && count == D;
+    for (size_t j = 0; within && j < D; j++) {
+        float low = seven[0][j], high = seven[0][j];
+        for (size_t i = 1; i < 7; i++) low = fminf(low, seven[i][j]), high = fmaxf(high, seven[i][j]);
+        within = got[j] >= low && got[j] <= high;
+    }
+    CHECK(within);
+    free(got);
+}
+
+/* --- Optimizer steps -------------------------------------------------------------- */
+
+typedef enum { REF_SGD, REF_MOMENTUM, REF_NESTEROV, REF_ADAM, REF_ADAMW } ReferenceKind;
+
+/* One step of optim.h's formulas in double precision. */
+static void reference_step(ReferenceKind kind, double *p, const float *g, double *m, double *s, size_t n, double lr,
+                           double mu, double b1, double b2, double eps, double wd, int t) {
+    for (size_t i = 0; i < n; i++) {
+        double gradient = g[i] + (kind == REF_ADAMW ? 0 : wd * p[i]);
+        switch (kind) {
+        case REF_SGD: p[i] -= lr * gradient; break;
+        case REF_MOMENTUM:
+        case REF_NESTEROV:
+            m[i] = mu * m[i] + gradient;
+            p[i] -= lr * (kind == REF_NESTEROV ? gradient + mu * m[i] : m[i]);
+            break;
+        default:
+            if (kind == REF_ADAMW) p[i] -= lr * wd * p[i];
+            m[i] = b1 * m[i] + (1 - b1) * gradient;
+            s[i] = b2 * s[i] + (1 - b2) * gradient * gradient;
+            p[i] -= lr * (m[i] / (1 - pow(b1, t))) / (sqrt(s[i] / (1 - pow(b2, t))) + eps);
+        }
+    }
+}
+
+static void check_optimizer(redisContext *c, ReferenceKind kind, const char *name, const char *wd) {
+    char params_key[64], grad_key[64], state_key[64], step_text[16];
+    snprintf(params_key, sizeof(params_key), "opt:%s:p", name);
+    snprintf(state_key, sizeof(state_key), "opt:%s:state", name);
+    float start[D];
+    module_test_random(start, D, 400, 1.0);
+    CHECK(module_test_tset_vector(c, params_key, start, D));
+    static double p[D], m[D], s[D];
+    for (size_t i = 0; i < D; i++) p[i] = start[i], m[i] = 0, s[i] = 0;
+    for (int t = 1; t <= 3; t++) {
+        float grad[D];
+        module_test_random(grad, D, 500 + (uint64_t)t, 1.0);
+        snprintf(grad_key, sizeof(grad_key), "opt:%s:g%d", name, t);
+        module_test_tset_vector(c, grad_key, grad, D);
+        snprintf(step_text, sizeof(step_text), "%d", t);
+        CHECKF(run_ok(c, "SPIRT.UPDATE", params_key, grad_key, "OPT", name, "LR", "0.01", "MOMENTUM", "0.9", "BETA1",
+                      "0.9", "BETA2", "0.999", "EPS", "1e-8", "WD", wd, "STEP", step_text, "STATE", state_key, NULL),
+               "%s step %d", name, t);
+        reference_step(kind, p, grad, m, s, D, 0.01, 0.9, 0.9, 0.999, 1e-8, atof(wd), t);
+    }
+    size_t count;
+    float *got = module_test_tget(c, params_key, &count);
+    CHECKF(got && count == D && close_to(got, p, D, 2e-5), "%s parameters", name);
+    free(got);
+    float *state = module_test_tget(c, state_key, &count);
+    if (kind == REF_SGD) {
+        CHECKF(state == NULL, "sgd created a state key");
+    } else {
+        size_t want = kind == REF_ADAM || kind == REF_ADAMW ? 2 * D : D;
+        CHECKF(state && count == want, "%s state has %zu values, want %zu", name, state ? count : 0, want);
+        if (state && count == want) {
+            CHECKF(close_to(state, m, D, 2e-5), "%s first moment", name);
+            if (want == 2 * D) CHECKF(close_to(state + D, s, D, 2e-5), "%s second moment", name);
+        }
+    }
+    free(state);
+}
+
+static void test_update(redisContext *c) {
+    test_begin("UPDATE: sgd, momentum, nesterov, adam, adamw over 3 steps against references");
+    check_optimizer(c, REF_SGD, "sgd", "0.01");
+    check_optimizer(c, REF_MOMENTUM, "momentum", "0.01");
+    check_optimizer(c, REF_NESTEROV, "nesterov", "0");
+    check_optimizer(c, REF_ADAM, "adam", "0.01");
+    check_optimizer(c, REF_ADAMW, "adamw", "0.05");
+}
+
+static void test_copy_shares(redisContext *c) {
+    test_begin("COPY: a copy is independent of later updates of the original");
+    float values[D], grad[D];
+    module_test_random(values, D, 600, 1.0);
+    module_test_random(grad, D, 601, 1.0);
+    CHECK(module_test_tset_vector(c, "copy:a", values, D));
+    CHECK(module_test_tset_vector(c, "copy:g", grad, D));
+    redisReply *copied = run(c, "COPY", "copy:a", "copy:b", NULL);
+    CHECK(copied && copied->type == REDIS_REPLY_INTEGER && copied->integer == 1);
+    if (copied) freeReplyObject(copied);
+    redisReply *digest_a = run(c, "DEBUG", "DIGEST-VALUE", "copy:a", "copy:b", NULL);
+    CHECK(digest_a && digest_a->elements == 2 && strcmp(digest_a->element[0]->str, digest_a->element[1]->str) == 0);
+    if (digest_a) freeReplyObject(digest_a);
+    CHECK(run_ok(c, "SPIRT.UPDATE", "copy:a", "copy:g", "OPT", "sgd", "LR", "0.5", NULL));
+    size_t count;
+    float *b = module_test_tget(c, "copy:b", &count), *a = module_test_tget(c, "copy:a", &count);
+    CHECK(b && memcmp(b, values, sizeof(values)) == 0);
+    CHECK(a && memcmp(a, values, sizeof(values)) != 0);
+    free(a);
+    free(b);
+    redisReply *usage = run(c, "MEMORY", "USAGE", "copy:b", NULL);
+    CHECK(usage && usage->type == REDIS_REPLY_INTEGER && usage->integer >= (long long)sizeof(values));
+    if (usage) freeReplyObject(usage);
+}
+
+/* --- Bad input ---------------------------------------------------------------------- */
+
+typedef struct BadCase {
+    const char *argv[24];
+    const char *code; /* expected error prefix */
+    const char *needle; /* text the message must contain, or NULL */
+} BadCase;
+
+static void expect_error(redisContext *c, int argc, const char **argv, const size_t *lengths, const char *code,
+                         const char *needle) {
+    redisReply *reply = module_test_command_argv(c, argc, argv, lengths);
+    int ok = module_test_is_error(reply, code) && (needle == NULL || strstr(reply->str, needle) != NULL);
+    CHECKF(ok, "%s %s ...: got '%s', expected %s%s%s", argv[0], argc > 1 ? argv[1] : "",
+           reply ? (reply->str ? reply->str : "(not an error)") : "(no reply)", code, needle ? " mentioning " : "",
+           needle ? needle : "");
+    if (reply) freeReplyObject(reply);
+    CHECKF(module_test_ping(c), "server stopped answering after %s", argv[0]);
+}
+
+static void test_bad_input(redisContext *c) {
+    test_begin("bad input: every error is a coded reply, nothing is written, the server goes on");
+    float values[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    uint64_t four = 4, two_by_four[2] = {2, 4};
+    CHECK(module_test_tset(c, "bad:a", values, 1, &four));
+    CHECK(module_test_tset(c, "bad:b", values + 4, 1, &four));
+    CHECK(module_test_tset(c, "bad:wide", values, 2, two_by_four));
+    CHECK(run_ok(c, "SET", "bad:string", "not a tensor", NULL));
+    float huge[1] = {3e38f}, minus_huge[1] = {-3e38f}, max[1] = {FLT_MAX};
+    CHECK(module_test_tset_vector(c, "bad:huge", huge, 1));
+    CHECK(module_test_tset_vector(c, "bad:minus-huge", minus_huge, 1));
+    CHECK(module_test_tset_vector(c, "bad:max", max, 1));
+
+    static const BadCase cases[] = {
+        /* TSET */
+        {{"SPIRT.TSET", "k", "FLOAT32", "3"}, "ERR", "wrong number"},
+        {{"SPIRT.TSET", "k", "FLOAT64", "1", "BLOB", "abcd"}, "INVALID", "FLOAT64"},
+        {{"SPIRT.TSET", "k", "FLOAT32", "1", "BLOC", "abcd"}, "INVALID", "BLOB"},
+        {{"SPIRT.TSET", "k", "FLOAT32", "0", "BLOB", ""}, "SHAPE", "dimension 0"},
+        {{"SPIRT.TSET", "k", "FLOAT32", "-2", "BLOB", "abcdabcd"}, "SHAPE", "dimension 0"},
+        {{"SPIRT.TSET", "k", "FLOAT32", "2", "x", "BLOB", "abcdabcd"}, "SHAPE", "dimension 1"},
+        {{"SPIRT.TSET", "k", "FLOAT32", "1", "1", "1", "1", "1", "BLOB", "abcd"}, "SHAPE", "dimensions"},
+        {{"SPIRT.TSET", "k", "FLOAT32", "4294967296", "4294967296", "BLOB", "abcd"}, "SHAPE", "too large"},
+        {{"SPIRT.TSET", "k", "FLOAT32", "3", "BLOB", "abcdabcd"}, "SHAPE", "8 bytes"},
+        {{"SPIRT.TSET", "k", "FLOAT32", "1", "BLOB", ""}, "SHAPE", "0 bytes"},
+        /* TGET, INFO, MINFO */
+        {{"SPIRT.TGET", "bad:a", "RAW"}, "INVALID", "RAW"},
+        {{"SPIRT.TGET", "bad:a", "BLOB", "x"}, "ERR", "wrong number"},
+        {{"SPIRT.TGET", "bad:string"}, "WRONGTYPE", NULL},
+        {{"SPIRT.INFO"}, "ERR", "wrong number"},
+        {{"SPIRT.INFO", "bad:a", "bad:b"}, "ERR", "wrong number"},
+        {{"SPIRT.MINFO"}, "ERR", "wrong number"},
+        /* AVG */
+        {{"SPIRT.AVG", "bad:out"}, "ERR", "wrong number"},
+        {{"SPIRT.AVG", "bad:out", "bad:a", "bad:missing"}, "NOKEY", "bad:missing"},
+        {{"SPIRT.AVG", "bad:out", "bad:a", "bad:string"}, "WRONGTYPE", "bad:string"},
+        {{"SPIRT.AVG", "bad:out", "bad:a", "bad:wide"}, "SHAPE", "(2, 4)"},
+        /* AGG */
+        {{"SPIRT.AGG", "bad:out", "RULE", "median", "SRC", "1"}, "ERR", "wrong number"},
+        {{"SPIRT.AGG", "bad:out", "RULE", "average", "SRC", "2", "bad:a", "bad:b"}, "INVALID", "average"},
+        {{"SPIRT.AGG", "bad:out", "RULES", "median", "SRC", "2", "bad:a", "bad:b"}, "INVALID", "syntax"},
+        {{"SPIRT.AGG", "bad:out", "RULE", "median", "F", "SRC", "2", "bad:a", "bad:b"}, "INVALID", "F"},
+        {{"SPIRT.AGG", "bad:out", "RULE", "median", "BETA", "1", "SRC", "2", "bad:a", "bad:b"}, "INVALID", "BETA"},
+        {{"SPIRT.AGG", "bad:out", "RULE", "median", "F", "1", "TRIM", "1", "M", "1"}, "INVALID", "SRC"},
+        {{"SPIRT.AGG", "bad:out", "RULE", "median", "SRC", "3", "bad:a", "bad:b"}, "INVALID", "announces 3"},
+        {{"SPIRT.AGG", "bad:out", "RULE", "median", "SRC", "1", "bad:a", "bad:b"}, "INVALID", "announces 1"},
+        {{"SPIRT.AGG", "bad:out", "RULE", "median", "SRC", "0", "bad:a"}, "INVALID", "SRC count"},
+        {{"SPIRT.AGG", "bad:out", "RULE", "krum", "F", "1", "SRC", "2", "bad:a", "bad:b"}, "PRECONDITION", "krum"},
+        {{"SPIRT.AGG", "bad:out", "RULE", "median", "MAXITER", "0", "SRC", "2", "bad:a", "bad:b"}, "INVALID", "MAXITER"},
+        {{"SPIRT.AGG", "bad:out", "RULE", "geomed", "TOL", "nan", "SRC", "2", "bad:a", "bad:b"}, "INVALID", "TOL"},
+        {{"SPIRT.AGG", "bad:out", "RULE", "median", "PRE", "XYZ", "SRC", "2", "bad:a", "bad:b"}, "INVALID", "PRE"},
+        {{"SPIRT.AGG", "bad:out", "RULE", "median", "REPORT", "maybe", "SRC", "2", "bad:a", "bad:b"}, "INVALID", "REPORT"},
+        {{"SPIRT.AGG", "bad:out", "RULE", "median", "SRC", "2", "bad:a", "bad:missing"}, "NOKEY", "bad:missing"},
+        {{"SPIRT.AGG", "bad:out", "RULE", "median", "SRC", "2", "bad:a", "bad:string"}, "WRONGTYPE", NULL},
+        {{"SPIRT.AGG", "bad:out", "RULE", "median", "SRC", "2", "bad:a", "bad:wide"}, "SHAPE", NULL},
+        {{"SPIRT.AGG", "bad:out", "RULE", "cclip", "CENTER", "bad:missing", "SRC", "2", "bad:a", "bad:b"}, "NOKEY", "center"},
+        {{"SPIRT.AGG", "bad:out", "RULE", "cclip", "CENTER", "bad:wide", "SRC", "2", "bad:a", "bad:b"}, "SHAPE", "center"},
+        /* UPDATE */
+        {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "sgd", "LR"}, "ERR", "wrong number"},
+        {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPTIMIZER", "sgd", "LR", "1"}, "INVALID", "syntax"},
+        {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "rmsprop", "LR", "1"}, "INVALID", "rmsprop"},
+        {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "sgd", "WD", "0"}, "INVALID", "LR"},
+        {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "sgd", "LR", "-1"}, "INVALID", NULL},
+        {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "sgd", "LR", "inf"}, "INVALID", "LR"},
+        {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "sgd", "LR", "0.1", "STEP"}, "INVALID", "STEP"},
+        {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "sgd", "LR", "0.1", "STEP", "0"}, "INVALID", "STEP"},
+        {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "sgd", "LR", "0.1", "SPEED", "2"}, "INVALID", "SPEED"},
+        {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "momentum", "LR", "0.1", "MOMENTUM", "1.5", "STATE", "bad:s"},
+         "INVALID", NULL},
+        {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "adam", "LR", "0.1", "STATE", "bad:s"}, "INVALID", "STEP"},
+        {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "momentum", "LR", "0.1"}, "INVALID", "STATE"},
+        {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "momentum", "LR", "0.1", "STATE", "bad:a"}, "INVALID", "params"},
+        {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "momentum", "LR", "0.1", "STATE", "bad:b"}, "INVALID", "grad"},
+        {{"SPIRT.UPDATE", "bad:missing", "bad:b", "OPT", "sgd", "LR", "0.1"}, "NOKEY", "params"},
+        {{"SPIRT.UPDATE", "bad:a", "bad:missing", "OPT", "sgd", "LR", "0.1"}, "NOKEY", "grad"},
+        {{"SPIRT.UPDATE", "bad:a", "bad:string", "OPT", "sgd", "LR", "0.1"}, "WRONGTYPE", "grad"},
+        {{"SPIRT.UPDATE", "bad:a", "bad:wide", "OPT", "sgd", "LR", "0.1"}, "SHAPE", "grad"},
+        {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "momentum", "LR", "0.1", "STATE", "bad:string"}, "WRONGTYPE", "state"},
+        {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "adam", "LR", "0.1", "STEP", "1", "STATE", "bad:wide"}, "SHAPE",
+         "needs (8)"},
+        /* Results that would overflow float32 are refused. */
+        {{"SPIRT.UPDATE", "bad:huge", "bad:minus-huge", "OPT", "sgd", "LR", "1"}, "NONFINITE", "overflow"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int argc = 0;
+        while (argc < 24 && cases[i].argv[argc]) argc++;
+        expect_error(c, argc, (const char **)cases[i].argv, NULL, cases[i].code, cases[i].needle);
+    }
+
+    /* NaN and infinities, named by their first index. */
+    float poisoned[4] = {1, 2, NAN, INFINITY};
+    const char *argv[] = {"SPIRT.TSET", "bad:nan", "FLOAT32", "4", "BLOB", (const char *)poisoned};
+    size_t lengths[] = {10, 7, 7, 1, 4, sizeof(poisoned)};
+    expect_error(c, 6, argv, lengths, "NONFINITE", "value 2 is NaN");
+    poisoned[2] = 0;
+    poisoned[3] = -INFINITY;
+    expect_error(c, 6, argv, lengths, "NONFINITE", "value 3 is -infinity");
+
+    /* Nothing was written by any of the failures above. */
+    redisReply *exists = run(c, "EXISTS", "bad:out", "k", "bad:nan", "bad:s", NULL);
+    CHECK(exists && exists->type == REDIS_REPLY_INTEGER && exists->integer == 0);
+    if (exists) freeReplyObject(exists);
+    size_t count;
+    float *kept = module_test_tget(c, "bad:huge", &count);
+    CHECK(kept && count == 1 && kept[0] == 3e38f);
+    free(kept);
+
+    /* The mean of the largest floats is either refused or finite: a
+     * non-finite value never reaches the database. */
+    redisReply *mean = run(c, "SPIRT.AVG", "bad:mean", "bad:max", "bad:max", NULL);
+    float *stored = module_test_tget(c, "bad:mean", &count);
+    CHECK((module_test_is_ok(mean) && stored && isfinite(stored[0])) ||
+          (module_test_is_error(mean, "NONFINITE") && stored == NULL));
+    free(stored);
+    if (mean) freeReplyObject(mean);
+}
+
+/* --- Transactions and scripts ------------------------------------------------------ */
+
+static void test_multi_and_lua(redisContext *c) {
+    test_begin("MULTI/EXEC and Lua run the commands synchronously, with the same results");
+    float a[D], b[D];
+    module_test_random(a, D, 700, 1.0);
+    module_test_random(b, D, 701, 1.0);
+    CHECK(module_test_tset_vector(c, "tx:a", a, D));
+    CHECK(module_test_tset_vector(c, "tx:b", b, D));
+    CHECK(run_ok(c, "SPIRT.AVG", "tx:direct", "tx:a", "tx:b", NULL));
+    CHECK(run_ok(c, "MULTI", NULL));
+    redisReply *queued = run(c, "SPIRT.AVG", "tx:multi", "tx:a", "tx:b", NULL);
+    CHECK(queued && queued->type == REDIS_REPLY_STATUS && strcmp(queued->str, "QUEUED") == 0);
+    if (queued) freeReplyObject(queued);
+    queued = run(c, "SPIRT.UPDATE", "tx:a", "tx:b", "OPT", "momentum", "LR", "0.1", "STATE", "tx:state", NULL);
+    if (queued) freeReplyObject(queued);
+    redisReply *exec = run(c, "EXEC", NULL);
+    CHECK(exec && exec->type == REDIS_REPLY_ARRAY && exec->elements == 2 && module_test_is_ok(exec->element[0]) &&
+          module_test_is_ok(exec->element[1]));
+    if (exec) freeReplyObject(exec);
+    redisReply *script = run(c, "EVAL", "return redis.call('SPIRT.AVG', KEYS[1], KEYS[2], KEYS[3])", "3", "tx:lua",
+                             "tx:direct", "tx:direct", NULL);
+    CHECK(module_test_is_ok(script));
+    if (script) freeReplyObject(script);
+    size_t count;
+    float *direct = module_test_tget(c, "tx:direct", &count);
+    float *multi = module_test_tget(c, "tx:multi", &count);
+    float *lua = module_test_tget(c, "tx:lua", &count);
+    CHECK(direct && multi && lua && memcmp(direct, multi, sizeof(a)) == 0 && memcmp(direct, lua, sizeof(a)) == 0);
+    free(direct);
+    free(multi);
+    free(lua);
+    float *state = module_test_tget(c, "tx:state", &count);
+    CHECK(state && count == D && memcmp(state, b, sizeof(b)) == 0); /* v = 0.9 * 0 + g */
+    free(state);
+}
+
+/* --- ACL ------------------------------------------------------------------------------ */
+
+static redisContext *connect_as(const TestRedis *server, const char *user, const char *password) {
+    redisContext *context = test_redis_connect(server);
+    if (context == NULL) return NULL;
+    redisReply *reply = run(context, "AUTH", user, password, NULL);
+    int ok = module_test_is_ok(reply);
+    if (reply) freeReplyObject(reply);
+    if (!ok) {
+        redisFree(context);
+        return NULL;
+    }
+    return context;
+}
+
+static void expect_noperm(redisContext *c, int should_pass, const char *first, ...) __attribute__((sentinel));
+static void expect_noperm(redisContext *c, int should_pass, const char *first, ...) {
+    const char *argv[32];
+    int argc = 0;
+    va_list args;
+    va_start(args, first);
+    for (const char *argument = first; argument && argc < 32; argument = va_arg(args, const char *))
+        argv[argc++] = argument;
+    va_end(args);
+    redisReply *reply = redisCommandArgv(c, argc, argv, NULL);
+    int refused = module_test_is_error(reply, "NOPERM");
+    int passed = reply && reply->type != REDIS_REPLY_ERROR;
+    CHECKF(should_pass ? passed : refused, "%s %s: %s (expected %s)", argv[0], argv[1],
+           reply && reply->str ? reply->str : "reply", should_pass ? "to pass" : "NOPERM");
+    if (reply) freeReplyObject(reply);
+}
+
+static void test_acl(const TestRedis *server, redisContext *admin) {
+    test_begin("ACL: key specs let read-only key patterns (%R~) run the commands that only read them");
+    float values[D];
+    module_test_random(values, D, 800, 1.0);
+    CHECK(module_test_tset_vector(admin, "acl:g1", values, D));
+    CHECK(module_test_tset_vector(admin, "acl:g2", values, D));
+    CHECK(run_ok(admin, "ACL", "SETUSER", "peer", "on", ">peer-secret", "resetkeys", "%R~*", "%RW~out:*", "-@all",
+                 "+spirt.tget", "+spirt.info", "+spirt.minfo", "+spirt.avg", "+spirt.agg", "+spirt.update",
+                 "+spirt.tset", "+ping", NULL));
+    CHECK(run_ok(admin, "ACL", "SETUSER", "reader", "on", ">reader-secret", "resetkeys", "%R~*", "-@all",
+                 "+spirt.tget", "+spirt.info", "+spirt.minfo", "+spirt.avg", "+ping", NULL));
+    redisContext *peer = connect_as(server, "peer", "peer-secret");
+    redisContext *reader = connect_as(server, "reader", "reader-secret");
+    CHECK(peer && reader);
+    if (peer && reader) {
+        expect_noperm(reader, 1, "SPIRT.TGET", "acl:g1", NULL);
+        expect_noperm(reader, 1, "SPIRT.INFO", "acl:g1", NULL);
+        expect_noperm(reader, 1, "SPIRT.MINFO", "acl:g1", "acl:g2", NULL);
+        expect_noperm(reader, 0, "SPIRT.AVG", "acl:out", "acl:g1", "acl:g2", NULL);
+
+        expect_noperm(peer, 1, "SPIRT.AVG", "out:avg", "acl:g1", "acl:g2", NULL);
+        expect_noperm(peer, 0, "SPIRT.AVG", "acl:g1", "acl:g1", "acl:g2", NULL);
+        expect_noperm(peer, 1, "SPIRT.AGG", "out:agg", "RULE", "median", "SRC", "2", "acl:g1", "acl:g2", NULL);
+        expect_noperm(peer, 0, "SPIRT.AGG", "acl:agg", "RULE", "median", "SRC", "2", "acl:g1", "acl:g2", NULL);
+        expect_noperm(peer, 1, "SPIRT.AGG", "out:cclip", "RULE", "cclip", "CENTER", "acl:g1", "SRC", "2", "acl:g1",
+                      "acl:g2", NULL);
+        expect_noperm(peer, 0, "SPIRT.TSET", "acl:g1", "FLOAT32", "1", "BLOB", "abcd", NULL);
+        expect_noperm(peer, 1, "SPIRT.TSET", "out:p", "FLOAT32", "1", "BLOB", "\x01\x02\x03\x04", NULL);
+        expect_noperm(peer, 1, "SPIRT.AVG", "out:p", "acl:g1", NULL);
+        expect_noperm(peer, 1, "SPIRT.UPDATE", "out:p", "acl:g1", "OPT", "momentum", "LR", "0.1", "STATE", "out:state",
+                      NULL);
+        expect_noperm(peer, 0, "SPIRT.UPDATE", "acl:g1", "acl:g2", "OPT", "sgd", "LR", "0.1", NULL);
+        expect_noperm(peer, 0, "SPIRT.UPDATE", "out:p", "acl:g1", "OPT", "momentum", "LR", "0.1", "STATE", "acl:state",
+                      NULL);
+    }
+    if (peer) redisFree(peer);
+    if (reader) redisFree(reader);
+}
+
+/* --- Inline and threaded give the same bits -------------------------------------- */
+
+static void run_scenario(redisContext *c) {
+    static float inputs[5][D];
+    store_sources(c, "same", 5, inputs, 900);
+    run_ok(c, "SPIRT.AVG", "same:avg", "same:0", "same:1", "same:2", "same:3", "same:4", NULL);
+    run_ok(c, "SPIRT.AGG", "same:median", "RULE", "median", "SRC", "5", "same:0", "same:1", "same:2", "same:3",
+           "same:4", NULL);
+    run_ok(c, "SPIRT.AGG", "same:geomed", "RULE", "geomed", "SRC", "5", "same:0", "same:1", "same:2", "same:3",
+           "same:4", NULL);
+    run_ok(c, "SPIRT.AGG", "same:cclip", "RULE", "cclip", "TAU", "0.5", "SRC", "5", "same:0", "same:1", "same:2",
+           "same:3", "same:4", NULL);
+    for (int t = 1; t <= 2; t++) {
+        char step[16];
+        snprintf(step, sizeof(step), "%d", t);
+        run_ok(c, "SPIRT.UPDATE", "same:0", "same:avg", "OPT", "adam", "LR", "0.01", "STEP", step, "STATE", "same:state",
+               NULL);
+    }
+}
+
+static void test_inline_equals_threaded(redisContext *inline_server, redisContext *threaded_server) {
+    test_begin("inline and worker-thread execution store bit-identical results");
+    run_scenario(inline_server);
+    run_scenario(threaded_server);
+    static const char *const keys[] = {"same:avg", "same:median", "same:geomed", "same:cclip", "same:0", "same:state"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        size_t count_a = 0, count_b = 0;
+        float *a = module_test_tget(inline_server, keys[i], &count_a);
+        float *b = module_test_tget(threaded_server, keys[i], &count_b);
+        CHECKF(a && b && count_a == count_b && memcmp(a, b, count_a * sizeof(float)) == 0, "%s differs", keys[i]);
+        free(a);
+        free(b);
+    }
+}
+
+int main(void) {
+    /* Server A runs everything inline; server B everything on worker threads. */
+    static const char *const all_inline[] = {"INLINE_MAX", "1000000000", NULL};
+    static const char *const all_threaded[] = {"INLINE_MAX", "0", "THREADS", "2", NULL};
+    TestRedis server_a, server_b;
+    if (module_test_start(&server_a, all_inline, NULL, 0, NULL) != 0) return 1;
+    if (module_test_start(&server_b, all_threaded, NULL, 0, NULL) != 0) {
+        test_redis_stop(&server_a);
+        return 1;
+    }
+    redisContext *a = test_redis_connect(&server_a), *b = test_redis_connect(&server_b);
+    if (a && b) {
+        redisContext *servers[2] = {a, b};
+        for (int s = 0; s < 2; s++) {
+            fprintf(stderr, "== server %s\n", s == 0 ? "A (inline)" : "B (worker threads)");
+            test_tset_tget(servers[s]);
+            test_info(servers[s]);
+            test_avg(servers[s]);
+            test_agg_rules(servers[s]);
+            test_update(servers[s]);
+            test_copy_shares(servers[s]);
+            test_bad_input(servers[s]);
+            test_multi_and_lua(servers[s]);
+        }
+        test_acl(&server_b, b);
+        test_inline_equals_threaded(a, b);
+        CHECK(test_redis_alive(&server_a) && test_redis_alive(&server_b));
+    } else {
+        CHECK(!"cannot connect");
+    }
+    if (a) redisFree(a);
+    if (b) redisFree(b);
+    test_redis_stop(&server_a);
+    test_redis_stop(&server_b);
+    return test_finish();
+}
