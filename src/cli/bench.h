@@ -55,5 +55,6 @@ json_t *bench_run_python(const char *script, const char *const *args, SpirtError
 const char *bench_source_path(char *buffer, size_t size, const char *relative);
 
 /* BENCHMARK ENTRY POINTS: each bench_NAME.c adds its declaration here. */
+int bench_grad(int argc, char **argv); /* bench_grad.c */
 
 #endif /* SPIRT_CLI_BENCH_H */

@@ -14,6 +14,7 @@ typedef struct Benchmark {
 
 static const Benchmark benchmarks[] = {
     /* BENCHMARKS: each benchmark adds its line here. */
+    {"grad", bench_grad, "gradient steps per second of mlp and cnn, spirt vs PyTorch"},
     {NULL, NULL, NULL},
 };
 
