@@ -217,15 +217,21 @@ static void check_conv_gemm_case(size_t groups, size_t group_rows, size_t row_st
     memcpy(c, start, M * ldc * sizeof(float));
     memcpy(c_threads, start, M * ldc * sizeof(float));
     memcpy(c_naive, start, M * ldc * sizeof(float));
-    nn_conv_gemm(M, N, K, &A, B, ldb, c, ldc, accumulate, 1);
-    nn_conv_gemm(M, N, K, &A, B, ldb, c_threads, ldc, accumulate, 2);
-    nn_conv_gemm_naive(M, N, K, &A, B, ldb, c_naive, ldc, accumulate);
+    /* Every other case starts from a bias row. */
+    float *bias = NULL;
+    if (K % 2) {
+        bias = calloc(nn_conv_gemm_padded_width(N), sizeof(float));
+        fill_uniform(bias, N, rng, -1, 1);
+    }
+    nn_conv_gemm(M, N, K, &A, B, ldb, bias, c, ldc, accumulate, 1);
+    nn_conv_gemm(M, N, K, &A, B, ldb, bias, c_threads, ldc, accumulate, 2);
+    nn_conv_gemm_naive(M, N, K, &A, B, ldb, bias, c_naive, ldc, accumulate);
     double worst = 0;
     int outside_untouched = 1;
     for (size_t i = 0; i < M; i++) {
         const float *row = data + group_offsets[i / group_rows] + (i % group_rows) * row_stride;
         for (size_t j = 0; j < N; j++) {
-            double sum = accumulate ? start[i * ldc + j] : 0, magnitude = fabs(sum);
+            double sum = (accumulate ? start[i * ldc + j] : 0) + (bias ? bias[j] : 0), magnitude = fabs(sum);
             for (size_t p = 0; p < K; p++) {
                 double term = (double)row[col_offsets[p]] * B[p * ldb + j];
                 sum += term;
@@ -240,6 +246,7 @@ static void check_conv_gemm_case(size_t groups, size_t group_rows, size_t row_st
     CHECKF(outside_untouched, "conv_gemm N %zu wrote past N", N);
     CHECK(memcmp(c, c_threads, M * ldc * sizeof(float)) == 0);
     CHECK(test_max_relative_error(c, c_naive, M * ldc) < 1e-4);
+    free(bias);
     free(data), free(B), free(group_offsets), free(col_offsets);
     free(start), free(c), free(c_threads), free(c_naive);
 }

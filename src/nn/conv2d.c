@@ -22,8 +22,9 @@
  * Workspace (nn_conv2d_workspace_floats), in this order: the padded input,
  * the padded output gradient, the repacked weights, the weight gradient
  * before it is scattered into PyTorch's layout, a copy of dout with whole
- * vectors of channels (only when OC is not a multiple of the vector), and
- * the offset tables (uint32, one float each). */
+ * vectors of channels (only when OC is not a multiple of the vector), the
+ * offset tables (uint32, one float each), and the bias padded to whole
+ * vectors. */
 #include <string.h>
 
 #include "nn/conv_gemm.h"
@@ -45,6 +46,7 @@ typedef struct ConvWorkspace {
     float *weights;        /* (K*K*max(C, OC), padded max(C, OC)): W' or W'' */
     float *weight_grad;    /* (K*K*C, padded OC) */
     float *wide_dout;      /* (B*OH*OW, padded OC) */
+    float *bias;           /* padded OC */
     uint32_t *group_offsets; /* max(B*OH, B*H, K) */
     uint32_t *col_offsets;   /* max(K*K*max(C, OC), B*OH*OW) */
 } ConvWorkspace;
@@ -57,7 +59,7 @@ static size_t workspace_layout(const NnConvShape *s, float *base, ConvWorkspace 
     size_t H = s->height, W = s->width, OH = nn_conv2d_out_height(s), OW = nn_conv2d_out_width(s);
     size_t Q = back_padding(s), wide = C > OC ? C : OC, taps = K * K * wide;
     size_t groups = B * (OH > H ? OH : H) > K ? B * (OH > H ? OH : H) : K;
-    size_t sizes[7] = {
+    size_t sizes[8] = {
         B * (H + 2 * P) * (W + 2 * P) * C,
         B * (OH + 2 * Q) * (OW + 2 * Q) * OC,
         taps * nn_conv_gemm_padded_width(wide),
@@ -65,10 +67,11 @@ static size_t workspace_layout(const NnConvShape *s, float *base, ConvWorkspace 
         OC % nn_conv_gemm_padded_width(1) ? B * OH * OW * nn_conv_gemm_padded_width(OC) : 0,
         groups,
         taps > B * OH * OW ? taps : B * OH * OW,
+        nn_conv_gemm_padded_width(OC),
     };
     size_t total = 0;
-    float *starts[7];
-    for (int i = 0; i < 7; i++) {
+    float *starts[8];
+    for (int i = 0; i < 8; i++) {
         starts[i] = base ? base + total : NULL;
         total += (sizes[i] + 15) / 16 * 16; /* every part 64-byte aligned */
     }
@@ -80,6 +83,7 @@ static size_t workspace_layout(const NnConvShape *s, float *base, ConvWorkspace 
         parts->wide_dout = starts[4];
         parts->group_offsets = (uint32_t *)(void *)starts[5];
         parts->col_offsets = (uint32_t *)(void *)starts[6];
+        parts->bias = starts[7];
     }
     return total;
 }
@@ -127,7 +131,7 @@ void nn_conv2d_forward(float *out, const float *inp, const float *weight, const 
                        const NnConvShape *shape, const NnWorkspace *workspace) {
     size_t B = shape->batch, C = shape->in_channels, OC = shape->out_channels, K = shape->kernel;
     size_t P = shape->padding, OH = nn_conv2d_out_height(shape), OW = nn_conv2d_out_width(shape);
-    size_t pixels = B * OH * OW, taps = K * K * C, wide = nn_conv_gemm_padded_width(OC);
+    size_t taps = K * K * C, wide = nn_conv_gemm_padded_width(OC);
     ConvWorkspace w;
     workspace_layout(shape, workspace->data, &w);
     /* W'[(ki, kj, c)][o] = weight[o][c][ki][kj], columns past OC zero. */
@@ -137,11 +141,12 @@ void nn_conv2d_forward(float *out, const float *inp, const float *weight, const 
             for (size_t ki = 0; ki < K; ki++)
                 for (size_t kj = 0; kj < K; kj++)
                     w.weights[((ki * K + kj) * C + c) * wide + o] = weight[((o * C + c) * K + ki) * K + kj];
-    /* Bias first; the product adds to it. */
-    for (size_t n = 0; n < pixels; n++) memcpy(out + n * OC, bias, OC * sizeof(float));
+    /* The sums start at the bias (padded to whole vectors). */
+    memset(w.bias, 0, wide * sizeof(float));
+    memcpy(w.bias, bias, OC * sizeof(float));
     NnConvOperand col = pixel_rows(padded_input(inp, shape, &w), w.group_offsets, w.col_offsets, B,
                                    shape->height + 2 * P, shape->width + 2 * P, C, K, OH, OW);
-    nn_conv_gemm(pixels, OC, taps, &col, w.weights, wide, out, OC, 1, workspace->threads);
+    nn_conv_gemm(B * OH * OW, OC, taps, &col, w.weights, wide, w.bias, out, OC, 0, workspace->threads);
 }
 
 void nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
@@ -170,7 +175,7 @@ void nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *
             for (size_t ow = 0; ow < OW; ow++)
                 w.col_offsets[(b * OH + oh) * OW + ow] = (uint32_t)(((b * Hp + oh) * Wp + ow) * C);
     NnConvOperand taps = {padded, w.group_offsets, K * C, 1, w.col_offsets};
-    nn_conv_gemm(K * K * C, OC, pixels, &taps, rows_of_dout, wide_out, w.weight_grad, wide_out, 0,
+    nn_conv_gemm(K * K * C, OC, pixels, &taps, rows_of_dout, wide_out, NULL, w.weight_grad, wide_out, 0,
                  workspace->threads);
     for (size_t o = 0; o < OC; o++)
         for (size_t c = 0; c < C; c++)
@@ -191,7 +196,7 @@ void nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *
                         weight[((o * C + c) * K + (K - 1 - ki)) * K + (K - 1 - kj)];
     NnConvOperand col = pixel_rows(w.padded_dout, w.group_offsets, w.col_offsets, B, OH + 2 * Q, OW + 2 * Q, OC,
                                    K, H, W);
-    nn_conv_gemm(B * H * W, C, K * K * OC, &col, w.weights, wide_in, dinp, C, 1, workspace->threads);
+    nn_conv_gemm(B * H * W, C, K * K * OC, &col, w.weights, wide_in, NULL, dinp, C, 1, workspace->threads);
 }
 
 /* --- Naive reference: the definition, one multiply-add at a time --- */

@@ -29,6 +29,9 @@
 /* K block: B's rows for a block (KB x 32 floats: 32 KB with AVX-512) stay
  * in L1 while every tile of the block runs. */
 enum { KB = 256 };
+/* K up to this counts as short for the loop order (run_groups): a 5x5
+ * kernel over up to 160 channels. */
+enum { SHORT_K = 4096 };
 
 size_t nn_conv_gemm_padded_width(size_t N) { return (N + VL - 1) / VL * VL; }
 
@@ -36,16 +39,18 @@ size_t nn_conv_gemm_padded_width(size_t N) { return (N + VL - 1) / VL * VL; }
 
 /* The body of every micro-kernel: c (ldc) = or += the rows x (vectors * VL)
  * tile of A B over k values of p, with A's row r at a + r * stride + cols[p]
- * and B's row p at b + p * ldb. Inlined with constant rows and vectors, so
- * the accumulators live in registers. */
+ * and B's row p at b + p * ldb, plus the row vector `bias` if not NULL.
+ * Inlined with constant rows and vectors, so the accumulators live in
+ * registers. */
 static inline __attribute__((always_inline)) void tile_body(int rows, int vectors, size_t k, const float *a,
                                                             size_t stride, const uint32_t *cols, const float *b,
-                                                            size_t ldb, float *c, size_t ldc, int accumulate) {
+                                                            size_t ldb, const float *bias, float *c, size_t ldc,
+                                                            int accumulate) {
     Vec sum[ROWS_1][2];
 #pragma GCC unroll 32
     for (int r = 0; r < rows; r++)
 #pragma GCC unroll 2
-        for (int v = 0; v < vectors; v++) sum[r][v] = vec_zero();
+        for (int v = 0; v < vectors; v++) sum[r][v] = bias ? vec_load(bias + v * VL) : vec_zero();
     for (size_t p = 0; p < k; p++) {
         const float *column = a + cols[p];
         const float *b_row = b + p * ldb;
@@ -69,12 +74,13 @@ static inline __attribute__((always_inline)) void tile_body(int rows, int vector
 }
 
 typedef void (*TileKernel)(size_t k, const float *a, size_t stride, const uint32_t *cols, const float *b,
-                           size_t ldb, float *c, size_t ldc, int accumulate);
+                           size_t ldb, const float *bias, float *c, size_t ldc, int accumulate);
 
 #define DEFINE_KERNEL(ROWS, VECTORS)                                                                           \
     static void kernel_##ROWS##_##VECTORS(size_t k, const float *a, size_t stride, const uint32_t *cols,         \
-                                          const float *b, size_t ldb, float *c, size_t ldc, int accumulate) {    \
-        tile_body(ROWS, VECTORS, k, a, stride, cols, b, ldb, c, ldc, accumulate);                              \
+                                          const float *b, size_t ldb, const float *bias, float *c, size_t ldc,  \
+                                          int accumulate) {                                                      \
+        tile_body(ROWS, VECTORS, k, a, stride, cols, b, ldb, bias, c, ldc, accumulate);                        \
     }
 #define DEFINE_BOTH(ROWS) DEFINE_KERNEL(ROWS, 1) DEFINE_KERNEL(ROWS, 2)
 DEFINE_BOTH(1) DEFINE_BOTH(2) DEFINE_BOTH(3) DEFINE_BOTH(4) DEFINE_BOTH(5) DEFINE_BOTH(6)
@@ -108,14 +114,15 @@ static const TileKernel kernels[2][ROWS_1] = {
 typedef struct ConvJob {
     size_t N, K, ldb, ldc;
     const NnConvOperand *A;
-    const float *B;
+    const float *B, *bias;
     float *C;
     int accumulate;
 } ConvJob;
 
 /* One tile: rows [r0, r0 + rows) of group g, columns [j0, j0 + width),
- * p in [p0, p0 + k). Columns short of a whole vector go through a local
- * tile so that C's neighbours are never written. */
+ * p in [p0, p0 + k); the bias joins in the first K block. Columns short of
+ * a whole vector go through a local tile so that C's neighbours are never
+ * written. */
 static void run_tile(const ConvJob *job, size_t g, size_t r0, size_t rows, size_t j0, size_t width, size_t p0,
                      size_t k, int accumulate) {
     const NnConvOperand *A = job->A;
@@ -124,12 +131,13 @@ static void run_tile(const ConvJob *job, size_t g, size_t r0, size_t rows, size_
     const float *a = A->data + A->group_offsets[g] + r0 * A->row_stride;
     const float *b = job->B + p0 * job->ldb + j0;
     float *c = job->C + (g * A->group_rows + r0) * job->ldc + j0;
+    const float *bias = job->bias && p0 == 0 ? job->bias + j0 : NULL;
     if (width == (size_t)vectors * VL) {
-        kernel(k, a, A->row_stride, A->col_offsets + p0, b, job->ldb, c, job->ldc, accumulate);
+        kernel(k, a, A->row_stride, A->col_offsets + p0, b, job->ldb, bias, c, job->ldc, accumulate);
         return;
     }
     float tile[ROWS_1 * 2 * VL];
-    kernel(k, a, A->row_stride, A->col_offsets + p0, b, job->ldb, tile, 2 * VL, 0);
+    kernel(k, a, A->row_stride, A->col_offsets + p0, b, job->ldb, bias, tile, 2 * VL, 0);
     for (size_t r = 0; r < rows; r++)
         for (size_t j = 0; j < width; j++) {
             float *to = c + r * job->ldc + j;
@@ -137,47 +145,60 @@ static void run_tile(const ConvJob *job, size_t g, size_t r0, size_t rows, size_
         }
 }
 
-/* Every tile of groups [begin, end), K block by K block. */
-static void run_groups(void *context, size_t begin, size_t end) {
-    const ConvJob *job = context;
+/* Every tile of group g for p in [p0, p0 + k). */
+static void run_group(const ConvJob *job, size_t g, size_t p0, size_t k) {
     size_t group_rows = job->A->group_rows;
-    for (size_t p0 = 0; p0 < job->K; p0 += KB) {
-        size_t k = job->K - p0 < KB ? job->K - p0 : KB;
-        int accumulate = job->accumulate || p0 > 0;
-        for (size_t g = begin; g < end; g++)
-            for (size_t j0 = 0; j0 < job->N; j0 += 2 * VL) {
-                size_t width = job->N - j0 < 2 * VL ? job->N - j0 : 2 * VL;
-                size_t tallest = width > VL ? ROWS_2 : ROWS_1;
-                size_t tiles = (group_rows + tallest - 1) / tallest;
-                /* Near-equal tiles: the first (group_rows % tiles) get one more. */
-                size_t r0 = 0;
-                for (size_t t = 0; t < tiles; t++) {
-                    size_t rows = group_rows / tiles + (t < group_rows % tiles ? 1 : 0);
-                    run_tile(job, g, r0, rows, j0, width, p0, k, accumulate);
-                    r0 += rows;
-                }
-            }
+    int accumulate = job->accumulate || p0 > 0;
+    for (size_t j0 = 0; j0 < job->N; j0 += 2 * VL) {
+        size_t width = job->N - j0 < 2 * VL ? job->N - j0 : 2 * VL;
+        size_t tallest = width > VL ? ROWS_2 : ROWS_1;
+        size_t tiles = (group_rows + tallest - 1) / tallest;
+        /* Near-equal tiles: the first (group_rows % tiles) get one more. */
+        size_t r0 = 0;
+        for (size_t t = 0; t < tiles; t++) {
+            size_t rows = group_rows / tiles + (t < group_rows % tiles ? 1 : 0);
+            run_tile(job, g, r0, rows, j0, width, p0, k, accumulate);
+            r0 += rows;
+        }
     }
 }
 
-void nn_conv_gemm(size_t M, size_t N, size_t K, const NnConvOperand *A, const float *B, size_t ldb, float *C,
-                  size_t ldc, int accumulate, int threads) {
-    if (M == 0 || N == 0) return;
-    if (K == 0) {
-        if (!accumulate)
-            for (size_t i = 0; i < M; i++) memset(C + i * ldc, 0, N * sizeof(float));
+/* Every tile of groups [begin, end). The loop order follows K. Short K (a
+ * convolution's taps, forward or input gradient): each group runs all its
+ * K blocks before the next, so the few input rows it reads stay in L1.
+ * Long K (the weight gradient sums over every pixel): each K block runs
+ * over all groups, so the block of B stays in L1 instead. Either way each
+ * C element sums its K blocks in order. */
+static void run_groups(void *context, size_t begin, size_t end) {
+    const ConvJob *job = context;
+    if (job->K <= SHORT_K) {
+        for (size_t g = begin; g < end; g++)
+            for (size_t p0 = 0; p0 < job->K; p0 += KB) run_group(job, g, p0, job->K - p0 < KB ? job->K - p0 : KB);
         return;
     }
-    ConvJob job = {N, K, ldb, ldc, A, B, C, accumulate};
+    for (size_t p0 = 0; p0 < job->K; p0 += KB)
+        for (size_t g = begin; g < end; g++) run_group(job, g, p0, job->K - p0 < KB ? job->K - p0 : KB);
+}
+
+void nn_conv_gemm(size_t M, size_t N, size_t K, const NnConvOperand *A, const float *B, size_t ldb,
+                  const float *bias, float *C, size_t ldc, int accumulate, int threads) {
+    if (M == 0 || N == 0) return;
+    if (K == 0) {
+        for (size_t i = 0; i < M; i++)
+            for (size_t j = 0; j < N; j++)
+                C[i * ldc + j] = (accumulate ? C[i * ldc + j] : 0.0f) + (bias ? bias[j] : 0.0f);
+        return;
+    }
+    ConvJob job = {N, K, ldb, ldc, A, B, bias, C, accumulate};
     parallel_for(M / A->group_rows, 1, threads < 1 ? 1 : threads, run_groups, &job);
 }
 
-void nn_conv_gemm_naive(size_t M, size_t N, size_t K, const NnConvOperand *A, const float *B, size_t ldb, float *C,
-                        size_t ldc, int accumulate) {
+void nn_conv_gemm_naive(size_t M, size_t N, size_t K, const NnConvOperand *A, const float *B, size_t ldb,
+                        const float *bias, float *C, size_t ldc, int accumulate) {
     for (size_t i = 0; i < M; i++) {
         const float *row = A->data + A->group_offsets[i / A->group_rows] + (i % A->group_rows) * A->row_stride;
         for (size_t j = 0; j < N; j++) {
-            float sum = 0.0f;
+            float sum = bias ? bias[j] : 0.0f;
             for (size_t p = 0; p < K; p++) sum += row[A->col_offsets[p]] * B[p * ldb + j];
             C[i * ldc + j] = accumulate ? C[i * ldc + j] + sum : sum;
         }

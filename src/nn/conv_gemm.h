@@ -40,14 +40,17 @@ typedef struct NnConvOperand {
  * dropped, but must be readable (zero them). */
 size_t nn_conv_gemm_padded_width(size_t N);
 
-/* C (M, N; row stride ldc) = A (M, K) B (K, N; row stride ldb), or C +=
- * A B if accumulate. ldb >= nn_conv_gemm_padded_width(N). `threads` (>= 1)
- * share the groups of rows; the result does not depend on it. */
-void nn_conv_gemm(size_t M, size_t N, size_t K, const NnConvOperand *A, const float *B, size_t ldb, float *C,
-                  size_t ldc, int accumulate, int threads);
+/* C (M, N; row stride ldc) = A (M, K) B (K, N; row stride ldb) + bias, or
+ * C += that if accumulate. bias (N values, readable to the padded width;
+ * NULL for none) is added to every row: it is where the sums start, so a
+ * convolution's bias costs no pass of its own. ldb >=
+ * nn_conv_gemm_padded_width(N). `threads` (>= 1) share the groups of rows;
+ * the result does not depend on it. */
+void nn_conv_gemm(size_t M, size_t N, size_t K, const NnConvOperand *A, const float *B, size_t ldb,
+                  const float *bias, float *C, size_t ldc, int accumulate, int threads);
 
 /* The same by the definition, one dot product per element: the spec. */
-void nn_conv_gemm_naive(size_t M, size_t N, size_t K, const NnConvOperand *A, const float *B, size_t ldb, float *C,
-                        size_t ldc, int accumulate);
+void nn_conv_gemm_naive(size_t M, size_t N, size_t K, const NnConvOperand *A, const float *B, size_t ldb,
+                        const float *bias, float *C, size_t ldc, int accumulate);
 
 #endif /* SPIRT_NN_CONV_GEMM_H */
