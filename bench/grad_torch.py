@@ -4,7 +4,9 @@ Times one training step's gradient computation -- zero the gradients, forward,
 softmax cross-entropy (mean over the batch), backward -- for the same models
 spirt builds (src/nn/model.c), on random inputs, with one thread. Prints one
 JSON object on stdout: {"torch_version": ..., "rows": [{"model", "batch",
-"param_count", "ms_per_step", "samples_per_s"}, ...]}.
+"param_count", "ms_per_step", "cpu_ms_per_step", "samples_per_s"}, ...]}.
+cpu_ms_per_step is process CPU time: on a busy machine it shows what the
+step costs when wall time is inflated by waiting for a core.
 
 Each timed run is `--steps` consecutive steps; the figure is the median of
 `--repeats` runs after `--warmup` unmeasured steps, as spirt's side does.
@@ -66,18 +68,20 @@ def main():
 
         for _ in range(args.warmup):
             step()
-        times = []
+        times, cpu_times = [], []
         for _ in range(args.repeats):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             for _ in range(args.steps):
                 step()
             times.append((time.perf_counter() - start) / args.steps)
+            cpu_times.append((time.process_time() - cpu_start) / args.steps)
         ms = statistics.median(times) * 1e3
         rows.append({
             "model": name,
             "batch": args.batch,
             "param_count": sum(p.numel() for p in model.parameters()),
             "ms_per_step": ms,
+            "cpu_ms_per_step": statistics.median(cpu_times) * 1e3,
             "samples_per_s": args.batch / (ms / 1e3),
         })
     print(json.dumps({"torch_version": torch.__version__, "threads": torch.get_num_threads(),

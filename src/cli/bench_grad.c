@@ -5,13 +5,21 @@
  * gradients, forward with the loss, backward. Both sides run the same
  * architectures (the script is told the cnn's widths) at the same batch on
  * random inputs, on one thread by default, and report the median over
- * --repeats timed runs of --steps steps each, after --warmup steps. */
+ * --repeats timed runs of --steps steps each, after --warmup steps.
+ *
+ * Wall time is the figure (speedup = baseline_ms / spirt_ms). Each side
+ * also reports its process CPU time per step (*_cpu_ms): on a shared
+ * machine wall time includes waiting for a core, CPU time much less so;
+ * when the two disagree by more than a fifth, a note says so. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <time.h>
+
 #include "cli/bench.h"
 #include "cli/options.h"
+#include "spirt/clock.h"
 #include "spirt/nn.h"
 #include "spirt/rng.h"
 
@@ -35,32 +43,52 @@ static void run_steps(void *context) {
     }
 }
 
-/* Milliseconds per step for `kind`, or a negative value on error. */
-static double time_spirt(NnModelKind kind, size_t batch, int threads, int warmup, int repeats, int steps,
-                         SpirtError *error) {
+static double cpu_ms(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+    return (double)now.tv_sec * 1e3 + (double)now.tv_nsec / 1e6;
+}
+
+/* Median wall and CPU milliseconds per step for `kind` into *wall and
+ * *cpu; negative *wall on error. */
+static void time_spirt(NnModelKind kind, size_t batch, int threads, int warmup, int repeats, int steps, double *wall,
+                       double *cpu, SpirtError *error) {
+    *wall = *cpu = -1;
     NnModel *model = nn_model_create(kind, batch, error);
-    if (model == NULL) return -1;
+    if (model == NULL) return;
     nn_model_set_threads(model, threads);
     nn_model_init_params(model, 1);
     SpirtRng rng;
     rng_init(&rng, 2);
     float *images = malloc(batch * NN_INPUT_FEATURES * sizeof(float));
     uint8_t *labels = malloc(batch);
-    if (images == NULL || labels == NULL) {
-        free(images), free(labels), nn_model_free(model);
-        return spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory for the inputs");
+    double *walls = malloc((size_t)repeats * sizeof(double)), *cpus = malloc((size_t)repeats * sizeof(double));
+    if (images == NULL || labels == NULL || walls == NULL || cpus == NULL) {
+        spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory for the inputs");
+    } else {
+        for (size_t i = 0; i < batch * NN_INPUT_FEATURES; i++) images[i] = (float)rng_uniform(&rng);
+        for (size_t b = 0; b < batch; b++) labels[b] = (uint8_t)rng_below(&rng, NN_CLASSES);
+        GradRun run = {model, images, labels, batch, warmup, 0};
+        run_steps(&run);
+        run.steps = steps;
+        for (int r = 0; r < repeats; r++) {
+            double wall_start = clock_monotonic_ms(), cpu_start = cpu_ms();
+            run_steps(&run);
+            walls[r] = (clock_monotonic_ms() - wall_start) / steps;
+            cpus[r] = (cpu_ms() - cpu_start) / steps;
+        }
+        if (run.failed) {
+            spirt_error_set(error, SPIRT_ERR_INTERNAL, "a step failed");
+        } else {
+            *wall = bench_median(walls, (size_t)repeats);
+            *cpu = bench_median(cpus, (size_t)repeats);
+        }
     }
-    for (size_t i = 0; i < batch * NN_INPUT_FEATURES; i++) images[i] = (float)rng_uniform(&rng);
-    for (size_t b = 0; b < batch; b++) labels[b] = (uint8_t)rng_below(&rng, NN_CLASSES);
-    GradRun run = {model, images, labels, batch, 1, 0};
-    for (int i = 0; i < warmup; i++) run_steps(&run);
-    run.steps = steps;
-    double ms = bench_median_ms(run_steps, &run, 0, repeats) / steps;
-    if (run.failed) ms = spirt_error_set(error, SPIRT_ERR_INTERNAL, "a step failed");
+    free(walls);
+    free(cpus);
     free(images);
     free(labels);
     nn_model_free(model);
-    return ms;
 }
 
 int bench_grad(int argc, char **argv) {
@@ -125,7 +153,8 @@ int bench_grad(int argc, char **argv) {
     int worst = 0;
     for (size_t k = 0; k < kind_count; k++) {
         const char *name = nn_model_kind_name(kinds[k]);
-        double spirt_ms = time_spirt(kinds[k], (size_t)batch, threads, warmup, repeats, steps, &error);
+        double spirt_ms, spirt_cpu_ms;
+        time_spirt(kinds[k], (size_t)batch, threads, warmup, repeats, steps, &spirt_ms, &spirt_cpu_ms, &error);
         json_t *row = bench_report_add_row(report);
         json_object_set_new(row, "model", json_string(name));
         json_object_set_new(row, "batch", json_integer(batch));
@@ -137,7 +166,11 @@ int bench_grad(int argc, char **argv) {
             continue;
         }
         json_object_set_new(row, "spirt_ms", json_real(spirt_ms));
+        json_object_set_new(row, "spirt_cpu_ms", json_real(spirt_cpu_ms));
         json_object_set_new(row, "spirt_samples_per_s", json_real(batch / (spirt_ms / 1e3)));
+        if (threads == 1 && spirt_cpu_ms < 0.8 * spirt_ms)
+            bench_report_note(report, "%s: spirt's wall time is %.0f%% above its CPU time: the machine is busy", name,
+                              100.0 * (spirt_ms / spirt_cpu_ms - 1.0));
         json_t *torch_row = NULL, *candidate;
         size_t index;
         json_array_foreach(json_object_get(baseline, "rows"), index, candidate)
@@ -145,6 +178,7 @@ int bench_grad(int argc, char **argv) {
         if (torch_row == NULL) continue;
         double baseline_ms = json_number_value(json_object_get(torch_row, "ms_per_step"));
         json_object_set_new(row, "baseline_ms", json_real(baseline_ms));
+        json_object_set_new(row, "baseline_cpu_ms", json_incref(json_object_get(torch_row, "cpu_ms_per_step")));
         json_object_set_new(row, "baseline_samples_per_s", json_real(batch / (baseline_ms / 1e3)));
         json_object_set_new(row, "speedup", json_real(baseline_ms / spirt_ms));
         json_int_t torch_params = json_integer_value(json_object_get(torch_row, "param_count"));
@@ -152,8 +186,10 @@ int bench_grad(int argc, char **argv) {
             bench_report_note(report, "%s: PyTorch's model has %lld parameters, spirt's %zu: not the same model",
                               name, (long long)torch_params, nn_model_kind_param_count(kinds[k]));
     }
-    static const char *const columns[] = {"model", "batch", "threads", "param_count", "spirt_ms", "baseline_ms",
-                                          "spirt_samples_per_s", "baseline_samples_per_s", "speedup", NULL};
+    static const char *const columns[] = {"model",        "batch",           "threads",
+                                          "spirt_ms",     "baseline_ms",     "spirt_cpu_ms",
+                                          "baseline_cpu_ms", "spirt_samples_per_s", "baseline_samples_per_s",
+                                          "speedup",      NULL};
     bench_report_print(report, as_json, columns);
     json_decref(baseline);
     bench_report_free(report);

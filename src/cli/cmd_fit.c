@@ -125,7 +125,7 @@ int command_fit(int argc, char **argv) {
         {"epochs", CLI_INT, &o.epochs, "N", "passes over the training data (default: 5)"},
         {"batch-size", CLI_INT, &o.batch_size, "N", "examples per step (default: 64)"},
         {"optimizer", CLI_STRING, &o.optimizer, "NAME",
-         "sgd, momentum, nesterov, adam or adamw (default: per model, see below)"},
+         "sgd, momentum, nesterov, adam or adamw (default: per model, see --lr)"},
         {"lr", CLI_DOUBLE, &o.learning_rate, "X",
          "learning rate (defaults: logreg sgd 0.05, mlp and cnn adam 0.001)"},
         {"schedule", CLI_STRING, &o.schedule, "NAME",

@@ -6,9 +6,9 @@
  *   X_backward(input grads..., weight grads..., output grad, saved tensors..., sizes)
  * Kernels never allocate (linear and convolution borrow an NnWorkspace the
  * caller sized with nn_linear_workspace_floats / nn_conv2d_workspace_floats)
- * and backward ACCUMULATES (+=) into
- * every gradient buffer; the caller zeroes them. A NULL input-gradient
- * pointer skips that product (the first layer's input needs no gradient).
+ * and backward ACCUMULATES (+=) into every gradient buffer; the caller
+ * zeroes them. A NULL input-gradient pointer skips that product (the first
+ * layer's input needs no gradient). Outputs never overlap inputs.
  *
  * Layouts. Dense activations are (B, N): one row per example. Image
  * activations are CHANNELS-LAST, (B, H, W, C): the C channels of a pixel
