@@ -56,5 +56,6 @@ const char *bench_source_path(char *buffer, size_t size, const char *relative);
 
 /* BENCHMARK ENTRY POINTS: each bench_NAME.c adds its declaration here. */
 int bench_indb(int argc, char **argv); /* bench_indb.c */
+int bench_grad(int argc, char **argv); /* bench_grad.c */
 
 #endif /* SPIRT_CLI_BENCH_H */

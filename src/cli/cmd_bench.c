@@ -15,6 +15,7 @@ typedef struct Benchmark {
 static const Benchmark benchmarks[] = {
     /* BENCHMARKS: each benchmark adds its line here. */
     {"indb", bench_indb, "average B gradients + SGD step: in the database vs a client vs Lua/JSON"},
+    {"grad", bench_grad, "gradient steps per second of mlp and cnn, spirt vs PyTorch"},
     {NULL, NULL, NULL},
 };
 

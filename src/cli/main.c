@@ -16,6 +16,8 @@ typedef struct Subcommand {
 static const Subcommand subcommands[] = {
     {"bench", command_bench, "run a benchmark side by side with its baseline"},
     /* SUBCOMMANDS: each part adds its line here as it lands. */
+    {"fit", command_fit, "train one model in this process (the single-machine reference)"},
+    {"eval", command_eval, "evaluate a saved model on the test set"},
     {NULL, NULL, NULL},
 };
 static const size_t subcommand_count = sizeof(subcommands) / sizeof(subcommands[0]) - 1;
