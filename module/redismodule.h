@@ -197,6 +197,7 @@ typedef struct RedisModuleCommandInfo {
     X(void *, Alloc, (size_t bytes))                                                                    \
     X(void *, TryAlloc, (size_t bytes))                                                                 \
     X(void, Free, (void *pointer))                                                                      \
+    X(double, GetUsedMemoryRatio, (void))                                                               \
     X(int, WrongArity, (RedisModuleCtx * ctx))                                                          \
     X(int, ReplyWithError, (RedisModuleCtx * ctx, const char *error))                                   \
     X(int, ReplyWithSimpleString, (RedisModuleCtx * ctx, const char *text))                             \

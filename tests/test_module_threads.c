@@ -66,6 +66,17 @@ static void append_long_agg(redisContext *c, const char *destination, const char
     redisAppendCommandArgv(c, argc, argv, NULL);
 }
 
+/* Two connections: one runs the long command, the other watches. */
+static int open_pair(const TestRedis *server, redisContext **worker, redisContext **other) {
+    *worker = test_redis_connect(server);
+    *other = test_redis_connect(server);
+    CHECK(*worker && *other);
+    if (*worker && *other) return 1;
+    if (*worker) redisFree(*worker);
+    if (*other) redisFree(*other);
+    return 0;
+}
+
 static redisReply *read_reply(redisContext *c) {
     redisReply *reply = NULL;
     if (redisGetReply(c, (void **)&reply) != REDIS_OK) return NULL;
@@ -74,9 +85,8 @@ static redisReply *read_reply(redisContext *c) {
 
 static void test_ping_during_agg(const TestRedis *server) {
     test_begin("PING on another connection is answered before a long SPIRT.AGG replies");
-    redisContext *worker = test_redis_connect(server), *other = test_redis_connect(server);
-    CHECK(worker && other);
-    if (!worker || !other) return;
+    redisContext *worker, *other;
+    if (!open_pair(server, &worker, &other)) return;
     enum { N = 8, COUNT = 50000 };
     for (int i = 0; i < N; i++) {
         char key[32];
@@ -93,9 +103,7 @@ static void test_ping_during_agg(const TestRedis *server) {
     CHECK(pongs == 5);
     CHECK(!reply_pending(worker));
     CHECK(module_test_info_field(other, "clients", "blocked_clients") == 1);
-    redisReply *reply = read_reply(worker);
-    CHECK(module_test_is_ok(reply));
-    if (reply) freeReplyObject(reply);
+    CHECK(module_test_reply_ok(read_reply(worker)));
     size_t count = 0;
     float *result = module_test_tget(other, "long:out", &count);
     CHECK(result && count == COUNT);
@@ -106,9 +114,8 @@ static void test_ping_during_agg(const TestRedis *server) {
 
 static void test_snapshot_semantics(const TestRedis *server) {
     test_begin("a command computes on its sources as they were when it started");
-    redisContext *worker = test_redis_connect(server), *other = test_redis_connect(server);
-    CHECK(worker && other);
-    if (!worker || !other) return;
+    redisContext *worker, *other;
+    if (!open_pair(server, &worker, &other)) return;
     enum { N = 6, COUNT = 40000 };
     for (int i = 0; i < N; i++) {
         char key[32], backup[32];
@@ -128,16 +135,13 @@ static void test_snapshot_semantics(const TestRedis *server) {
     redisReply *deleted = module_test_command(other, "DEL", "snap:2", NULL);
     CHECK(deleted && deleted->integer == 1);
     if (deleted) freeReplyObject(deleted);
-    redisReply *reply = read_reply(worker);
-    CHECK(module_test_is_ok(reply));
-    if (reply) freeReplyObject(reply);
+    CHECK(module_test_reply_ok(read_reply(worker)));
     /* The same rule over untouched copies of the old values: same bits. */
     append_long_agg(worker, "snap:reference", "keep", N);
-    reply = read_reply(worker);
-    CHECK(module_test_is_ok(reply));
-    if (reply) freeReplyObject(reply);
+    CHECK(module_test_reply_ok(read_reply(worker)));
     size_t count_a = 0, count_b = 0;
-    float *got = module_test_tget(other, "snap:out", &count_a), *want = module_test_tget(other, "snap:reference", &count_b);
+    float *got = module_test_tget(other, "snap:out", &count_a),
+          *want = module_test_tget(other, "snap:reference", &count_b);
     CHECK(got && want && count_a == count_b && memcmp(got, want, count_a * sizeof(float)) == 0);
     free(got);
     free(want);
@@ -147,9 +151,8 @@ static void test_snapshot_semantics(const TestRedis *server) {
 
 static void test_update_conflict(const TestRedis *server) {
     test_begin("an UPDATE whose parameters are replaced while it runs writes nothing (CONFLICT)");
-    redisContext *worker = test_redis_connect(server), *other = test_redis_connect(server);
-    CHECK(worker && other);
-    if (!worker || !other) return;
+    redisContext *worker, *other;
+    if (!open_pair(server, &worker, &other)) return;
     /* Big enough that the step is still running when TSET arrives; retried
      * larger if the machine was too quick to catch it. */
     int caught = 0;
@@ -158,8 +161,8 @@ static void test_update_conflict(const TestRedis *server) {
         store_random(other, "conflict:g", count, 31);
         redisReply *gone = module_test_command(other, "DEL", "conflict:state", NULL);
         if (gone) freeReplyObject(gone);
-        const char *argv[] = {"SPIRT.UPDATE", "conflict:p", "conflict:g", "OPT", "adam", "LR", "0.1", "STEP", "1",
-                              "STATE", "conflict:state"};
+        const char *argv[] = {"SPIRT.UPDATE", "conflict:p", "conflict:g", "OPT",   "adam",          "LR",
+                              "0.1",          "STEP",       "1",          "STATE", "conflict:state"};
         redisAppendCommandArgv(worker, 11, argv, NULL);
         int done = 0;
         while (!done) redisBufferWrite(worker, &done);
@@ -193,9 +196,8 @@ static void test_update_conflict(const TestRedis *server) {
 
 static void test_disconnect(const TestRedis *server) {
     test_begin("a client that disconnects during a command: nothing written, server fine");
-    redisContext *worker = test_redis_connect(server), *other = test_redis_connect(server);
-    CHECK(worker && other);
-    if (!worker || !other) return;
+    redisContext *worker, *other;
+    if (!open_pair(server, &worker, &other)) return;
     long long memory_before = module_test_info_field(other, "memory", "used_memory");
     append_long_agg(worker, "gone:out", "long", 8);
     int done = 0;
@@ -242,11 +244,10 @@ static void test_many_concurrent(const TestRedis *server) {
     }
     for (int i = 0; i < CLIENTS; i++) {
         if (!clients[i]) continue;
-        redisReply *first = read_reply(clients[i]), *second = read_reply(clients[i]);
-        CHECK(module_test_is_ok(first));
-        CHECK(second && second->type == REDIS_REPLY_ARRAY);
-        if (first) freeReplyObject(first);
-        if (second) freeReplyObject(second);
+        CHECK(module_test_reply_ok(read_reply(clients[i])));
+        redisReply *info = read_reply(clients[i]);
+        CHECK(info && info->type == REDIS_REPLY_ARRAY);
+        if (info) freeReplyObject(info);
         char destination[32];
         snprintf(destination, sizeof(destination), "many:out:%d", i);
         size_t count = 0;

@@ -87,8 +87,10 @@ static void stop_process(BenchServer *server) {
     if (server->pid <= 0) return;
     kill(server->pid, SIGTERM);
     for (int i = 0; i < 500 && server->pid > 0; i++) {
-        if (waitpid(server->pid, NULL, WNOHANG) == server->pid) server->pid = 0;
-        else clock_sleep_ms(10);
+        if (waitpid(server->pid, NULL, WNOHANG) == server->pid)
+            server->pid = 0;
+        else
+            clock_sleep_ms(10);
     }
     if (server->pid > 0) {
         kill(server->pid, SIGKILL);
@@ -121,9 +123,9 @@ static int start_server(BenchServer *server, const char *module_path, SpirtError
         char port_text[16], log_path[400];
         snprintf(port_text, sizeof(port_text), "%d", server->port);
         snprintf(log_path, sizeof(log_path), "%s/redis.log", server->dir);
-        const char *argv[] = {"redis-server", "--port", port_text, "--bind", "127.0.0.1", "--dir", server->dir,
-                              "--logfile", log_path, "--save", "", "--appendonly", "no", "--loadmodule",
-                              module_path, NULL};
+        const char *argv[] = {"redis-server", "--port",       port_text,   "--bind", "127.0.0.1", "--dir",
+                              server->dir,    "--logfile",    log_path,    "--save", "",          "--appendonly",
+                              "no",           "--loadmodule", module_path, NULL};
         fflush(stdout);
         pid_t pid = fork();
         if (pid < 0) return spirt_error_set(error, SPIRT_ERR_IO, "fork: %s", strerror(errno));
@@ -170,8 +172,7 @@ static int reply_ok(redisReply *reply, const char *what, SpirtError *error) {
     return ok ? SPIRT_OK : SPIRT_ERR_SERVER;
 }
 
-static int tensor_set(redisContext *context, const char *key, const float *values, size_t count,
-                      SpirtError *error) {
+static int tensor_set(redisContext *context, const char *key, const float *values, size_t count, SpirtError *error) {
     char dim[32];
     snprintf(dim, sizeof(dim), "%zu", count);
     const char *argv[] = {"SPIRT.TSET", key, "FLOAT32", dim, "BLOB", (const char *)values};
@@ -357,11 +358,15 @@ static int parse_list(const char *text, uint64_t *values, int max) {
         errno = 0;
         double value = strtod(p, &end);
         if (end == p || errno || value <= 0) return -1;
-        if (*end == 'M' || *end == 'm') value *= 1e6, end++;
-        else if (*end == 'k' || *end == 'K') value *= 1e3, end++;
+        if (*end == 'M' || *end == 'm')
+            value *= 1e6, end++;
+        else if (*end == 'k' || *end == 'K')
+            value *= 1e3, end++;
         values[count++] = (uint64_t)(value + 0.5);
-        if (*end == ',') end++;
-        else if (*end) return -1;
+        if (*end == ',')
+            end++;
+        else if (*end)
+            return -1;
         p = end;
     }
     return *p ? -1 : count;
@@ -435,7 +440,9 @@ int bench_indb(int argc, char **argv) {
     redisReply *sha = bench.context ? redisCommand(bench.context, "SCRIPT LOAD %s", lua_script) : NULL;
     if (sha == NULL || sha->type != REDIS_REPLY_STRING) {
         fprintf(stderr, "spirt bench indb: cannot load the Lua script: %s\n",
-                sha ? sha->str : bench.context ? bench.context->errstr : "no connection");
+                sha             ? sha->str
+                : bench.context ? bench.context->errstr
+                                : "no connection");
         if (sha) freeReplyObject(sha);
         if (bench.context) redisFree(bench.context);
         stop_server(&server);
@@ -531,8 +538,9 @@ int bench_indb(int argc, char **argv) {
                           repeats, threads);
         bench_report_set(report, "threads", json_integer(threads));
         bench_report_set(report, "acceptance_met", json_boolean(accepted && acceptance_rows > 0));
-        static const char *const columns[] = {"params", "batches", "indb_ms", "client_ms", "lua_json_ms",
-                                              "reduction_vs_client", "speedup_vs_lua_json", NULL};
+        static const char *const columns[] = {
+            "params", "batches", "indb_ms", "client_ms", "lua_json_ms", "reduction_vs_client", "speedup_vs_lua_json",
+            NULL};
         bench_report_print(report, as_json, columns);
     }
     bench_report_free(report);
