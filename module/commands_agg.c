@@ -89,7 +89,7 @@ static int agg_job_finish(RedisModuleCtx *ctx, SpirtJob *base) {
     if (job->base.error.code != SPIRT_OK) return spirt_reply_spirt_error(ctx, &job->base.error);
     SpirtTensor *result = job->result;
     job->result = NULL; /* the key owns it from here */
-    if (spirt_key_store(ctx, job->destination, result) != REDISMODULE_OK)
+    if (spirt_key_store(ctx, job->destination, result, job->mean_only ? "spirt.avg" : "spirt.agg") != REDISMODULE_OK)
         return spirt_reply_error(ctx, "INTERNAL", "cannot store the result");
     spirt_propagate_tensor(ctx, job->destination, result);
     if (job->report_wanted) {

@@ -56,7 +56,7 @@ int spirt_command_tset(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) 
                                  : value > 0  ? "+infinity"
                                               : "-infinity");
     }
-    if (spirt_key_store(ctx, argv[1], tensor) != REDISMODULE_OK)
+    if (spirt_key_store(ctx, argv[1], tensor, "spirt.tset") != REDISMODULE_OK)
         return spirt_reply_error(ctx, "INTERNAL", "cannot store the tensor");
     /* The command is its own deterministic effect. */
     RedisModule_ReplicateVerbatim(ctx);

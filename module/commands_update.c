@@ -140,8 +140,8 @@ static int update_finish(RedisModuleCtx *ctx, SpirtJob *base) {
                                  "params or state changed while the update ran; nothing was written (retry)");
     SpirtTensor *params = job->new_params, *state = job->new_state;
     job->new_params = job->new_state = NULL; /* the keys own them from here */
-    if (spirt_key_store(ctx, job->params_name, params) != REDISMODULE_OK ||
-        (state && spirt_key_store(ctx, job->state_name, state) != REDISMODULE_OK))
+    if (spirt_key_store(ctx, job->params_name, params, "spirt.update") != REDISMODULE_OK ||
+        (state && spirt_key_store(ctx, job->state_name, state, "spirt.update") != REDISMODULE_OK))
         return spirt_reply_error(ctx, "INTERNAL", "cannot store the update");
     /* Two propagated commands: Redis wraps them in MULTI/EXEC. */
     spirt_propagate_tensor(ctx, job->params_name, params);

@@ -130,7 +130,7 @@ int spirt_key_tensor_or_reply(RedisModuleCtx *ctx, RedisModuleString *name, cons
     }
 }
 
-int spirt_key_store(RedisModuleCtx *ctx, RedisModuleString *name, SpirtTensor *tensor) {
+int spirt_key_store(RedisModuleCtx *ctx, RedisModuleString *name, SpirtTensor *tensor, const char *event) {
     RedisModuleKey *key = RedisModule_OpenKey(ctx, name, REDISMODULE_READ | REDISMODULE_WRITE);
     if (key == NULL) {
         spirt_tensor_release(tensor);
@@ -140,8 +140,14 @@ int spirt_key_store(RedisModuleCtx *ctx, RedisModuleString *name, SpirtTensor *t
      * released: a command still holding it keeps it alive) and any TTL. */
     int status = RedisModule_ModuleTypeSetValue(key, SpirtTensorType, tensor);
     RedisModule_CloseKey(key);
-    if (status != REDISMODULE_OK) spirt_tensor_release(tensor);
-    return status;
+    if (status != REDISMODULE_OK) {
+        spirt_tensor_release(tensor);
+        return status;
+    }
+    /* So that a client can wait for a key to be written (a peer's
+     * published average, say) without polling. */
+    RedisModule_NotifyKeyspaceEvent(ctx, REDISMODULE_NOTIFY_MODULE, event, name);
+    return REDISMODULE_OK;
 }
 
 /* --- Propagation ------------------------------------------------------------ */

@@ -126,9 +126,11 @@ SpirtKeyState spirt_key_lookup(RedisModuleCtx *ctx, RedisModuleString *name, Spi
  * returns REDISMODULE_ERR. */
 int spirt_key_tensor_or_reply(RedisModuleCtx *ctx, RedisModuleString *name, const char *role, SpirtTensor **tensor);
 
-/* Stores `tensor` in `name` (whatever the key held before, like SET). Takes
- * over the caller's reference, also on failure. REDISMODULE_OK or _ERR. */
-int spirt_key_store(RedisModuleCtx *ctx, RedisModuleString *name, SpirtTensor *tensor);
+/* Stores `tensor` in `name` (whatever the key held before, like SET) and
+ * sends the keyspace event `event` (e.g. "spirt.avg", class 'd' of
+ * notify-keyspace-events). Takes over the caller's reference, also on
+ * failure. REDISMODULE_OK or _ERR. */
+int spirt_key_store(RedisModuleCtx *ctx, RedisModuleString *name, SpirtTensor *tensor, const char *event);
 
 /* Propagates "SPIRT.TSET name FLOAT32 dims... BLOB values" to the AOF and
  * replicas: how every command that computes a tensor makes its effect

@@ -267,6 +267,35 @@ static void test_many_concurrent(const TestRedis *server) {
     redisFree(admin);
 }
 
+static void test_notifications(const TestRedis *server) {
+    test_begin("keyspace events: a subscriber hears spirt.tset, spirt.avg and spirt.update");
+    redisContext *client, *subscriber;
+    if (!open_pair(server, &client, &subscriber)) return;
+    CHECK(module_test_ok(client, "CONFIG", "SET", "notify-keyspace-events", "Kd", NULL));
+    redisReply *subscribed = module_test_command(subscriber, "PSUBSCRIBE", "__keyspace@0__:note:*", NULL);
+    CHECK(subscribed && subscribed->type == REDIS_REPLY_ARRAY);
+    if (subscribed) freeReplyObject(subscribed);
+    store_random(client, "note:g", 1000, 50);
+    CHECK(module_test_ok(client, "SPIRT.AVG", "note:avg", "note:g", "note:g", NULL));
+    CHECK(module_test_ok(client, "SPIRT.UPDATE", "note:g", "note:avg", "OPT", "sgd", "LR", "0.1", NULL));
+    static const char *const expected[][2] = {
+        {"__keyspace@0__:note:g", "spirt.tset"},
+        {"__keyspace@0__:note:avg", "spirt.avg"},
+        {"__keyspace@0__:note:g", "spirt.update"},
+    };
+    for (int i = 0; i < 3; i++) {
+        redisReply *message = read_reply(subscriber);
+        int ok = message && message->type == REDIS_REPLY_ARRAY && message->elements == 4 &&
+                 strcmp(message->element[2]->str, expected[i][0]) == 0 &&
+                 strcmp(message->element[3]->str, expected[i][1]) == 0;
+        CHECKF(ok, "event %d: expected %s on %s", i, expected[i][1], expected[i][0]);
+        if (message) freeReplyObject(message);
+    }
+    CHECK(module_test_ok(client, "CONFIG", "SET", "notify-keyspace-events", "", NULL));
+    redisFree(client);
+    redisFree(subscriber);
+}
+
 int main(void) {
     /* Every command on a worker thread; one kernel thread keeps runs long
      * enough to watch on a fast machine. */
@@ -278,6 +307,7 @@ int main(void) {
     test_update_conflict(&server);
     test_disconnect(&server);
     test_many_concurrent(&server);
+    test_notifications(&server);
     CHECK(test_redis_alive(&server));
     test_redis_stop(&server);
     return test_finish();
