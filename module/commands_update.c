@@ -20,6 +20,7 @@
  * cache. Each value is thus read and written once from memory, as a fused
  * out-of-place kernel would, and the result is bit-identical to one
  * optim_step over the whole vector (optim.h: every step is element-wise). */
+#include <math.h>
 #include <string.h>
 
 #include "spirt/optim.h"
@@ -221,6 +222,10 @@ static int parse_options(RedisModuleCtx *ctx, RedisModuleString **argv, int argc
         }
         if (spirt_parse_double_or_reply(ctx, value, real_options[which], &real)) return REDISMODULE_ERR;
         float as_float = (float)real;
+        if (!isfinite(as_float)) {
+            spirt_reply_error(ctx, "INVALID", "%s %g does not fit in a float32", real_options[which], real);
+            return REDISMODULE_ERR;
+        }
         switch (which) {
         case 0: config->learning_rate = as_float, have_lr = 1; break;
         case 1: config->momentum = as_float; break;

@@ -9,6 +9,7 @@
  * thread; larger ones on a worker thread (default 262144, i.e. 1 MiB).
  * CACHE_MAX: bytes of freed tensor blocks kept for reuse (default 256 MiB;
  * 0 disables; see tensor_type.c). */
+#include <pthread.h>
 #include <string.h>
 
 #include "spirt/parallel.h"
@@ -20,6 +21,7 @@ SpirtModuleConfig spirt_config = {.threads = 1, .inline_max = 262144, .cache_max
 
 static int parse_load_arguments(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
     spirt_config.threads = parallel_default_threads();
+    spirt_config.main_thread = pthread_self();
     for (int i = 0; i < argc; i += 2) {
         size_t length;
         const char *name = RedisModule_StringPtrLen(argv[i], &length);

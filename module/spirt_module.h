@@ -24,6 +24,7 @@
 #ifndef SPIRT_MODULE_H
 #define SPIRT_MODULE_H
 
+#include <pthread.h> /* pthread_t */
 #include <stdatomic.h>
 #include <stddef.h>
 
@@ -48,6 +49,7 @@ typedef struct SpirtModuleConfig {
                           main thread (INLINE_MAX n; default 262144) */
     size_t cache_max;  /* bytes of freed tensor blocks kept for reuse
                           (CACHE_MAX n; default 256 MiB; 0 disables) */
+    pthread_t main_thread; /* Redis's main thread (where OnLoad runs) */
 } SpirtModuleConfig;
 
 /* Set once in RedisModule_OnLoad, read-only afterwards. */

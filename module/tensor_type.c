@@ -33,8 +33,8 @@ RedisModuleType *SpirtTensorType = NULL;
  * and spirt_config.cache_max bytes, and reused by the next tensor of exactly
  * the same size. They count in used_memory like any allocation (INFO spirt
  * shows them); when maxmemory is set and memory is above 80% of it, blocks
- * are freed instead of kept. Releases happen on any thread (the lazy-free
- * thread, workers), hence the mutex. */
+ * are freed instead of kept. Only the main thread keeps blocks; any thread
+ * may take one (workers allocate results), hence the mutex. */
 
 enum { CACHE_SLOTS = 8 };
 #define CACHE_MIN_BYTES ((size_t)1 << 20)
@@ -69,8 +69,12 @@ static void cache_put(void *block, size_t size) {
     void *evicted[CACHE_SLOTS];
     size_t evicted_count = 0;
     int kept = 0;
-    double memory_ratio = RedisModule_GetUsedMemoryRatio();
-    if (size >= CACHE_MIN_BYTES && size <= spirt_config.cache_max && memory_ratio < 0.8) {
+    /* GetUsedMemoryRatio walks server state (replica buffers) when maxmemory
+     * is set: main thread only. Blocks released elsewhere (the lazy-free
+     * thread, a worker's error path) are simply freed. */
+    int main_thread = pthread_equal(pthread_self(), spirt_config.main_thread);
+    if (main_thread && size >= CACHE_MIN_BYTES && size <= spirt_config.cache_max &&
+        RedisModule_GetUsedMemoryRatio() < 0.8) {
         pthread_mutex_lock(&block_cache.lock);
         while (block_cache.count > 0 &&
                (block_cache.count == CACHE_SLOTS || block_cache.bytes + size > spirt_config.cache_max)) {

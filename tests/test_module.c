@@ -472,6 +472,7 @@ static void test_bad_input(redisContext *c) {
         {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "sgd", "WD", "0"}, "INVALID", "LR"},
         {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "sgd", "LR", "-1"}, "INVALID", NULL},
         {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "sgd", "LR", "inf"}, "INVALID", "LR"},
+        {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "sgd", "LR", "1e39"}, "INVALID", "float32"},
         {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "sgd", "LR", "0.1", "STEP"}, "INVALID", "STEP"},
         {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "sgd", "LR", "0.1", "STEP", "0"}, "INVALID", "STEP"},
         {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "sgd", "LR", "0.1", "SPEED", "2"}, "INVALID", "SPEED"},

@@ -296,6 +296,34 @@ static void test_notifications(const TestRedis *server) {
     redisFree(subscriber);
 }
 
+static void test_block_cache(const TestRedis *server) {
+    test_begin("block cache: a freed big tensor's block is kept, reused, and bounded");
+    redisContext *c = test_redis_connect(server);
+    CHECK(c != NULL);
+    if (!c) return;
+    enum { COUNT = 1 << 20 }; /* 4 MiB */
+    CHECK(module_test_ok(c, "FLUSHALL", NULL));
+    store_random(c, "cache:x", COUNT, 60);
+    long long before = module_test_info_field(c, "spirt", "spirt_cache_blocks");
+    store_random(c, "cache:x", COUNT, 61); /* the first tensor's block is released */
+    long long kept = module_test_info_field(c, "spirt", "spirt_cache_blocks");
+    CHECKF(kept == before + 1, "cache blocks %lld -> %lld", before, kept);
+    store_random(c, "cache:y", COUNT, 62); /* same size: takes the kept block */
+    CHECK(module_test_info_field(c, "spirt", "spirt_cache_blocks") == kept - 1);
+    for (int i = 0; i < 40; i++) store_random(c, "cache:z", COUNT + (size_t)i * 1024, 63);
+    long long blocks = module_test_info_field(c, "spirt", "spirt_cache_blocks");
+    long long bytes = module_test_info_field(c, "spirt", "spirt_cache_bytes");
+    long long limit = module_test_info_field(c, "spirt", "spirt_cache_max");
+    CHECKF(blocks <= 8 && bytes <= limit, "%lld blocks, %lld bytes (limit %lld)", blocks, bytes, limit);
+    size_t count = 0;
+    float *y = module_test_tget(c, "cache:y", &count), *expected = malloc(COUNT * sizeof(float));
+    module_test_random(expected, COUNT, 62, 1.0);
+    CHECK(y && count == COUNT && memcmp(y, expected, COUNT * sizeof(float)) == 0);
+    free(y);
+    free(expected);
+    redisFree(c);
+}
+
 int main(void) {
     /* Every command on a worker thread; one kernel thread keeps runs long
      * enough to watch on a fast machine. */
@@ -308,6 +336,7 @@ int main(void) {
     test_disconnect(&server);
     test_many_concurrent(&server);
     test_notifications(&server);
+    test_block_cache(&server);
     CHECK(test_redis_alive(&server));
     test_redis_stop(&server);
     return test_finish();

@@ -486,7 +486,8 @@ int bench_indb(int argc, char **argv) {
                     }
                     json_loaded = 1;
                 }
-                int lua_repeats = estimate_s * repeats > 4 * lua_max_s ? 1 : repeats;
+                /* Seconds-long runs vary little: fewer repetitions suffice. */
+                int lua_repeats = estimate_s > 10 ? 1 : estimate_s > 2 ? (repeats < 3 ? repeats : 3) : repeats;
                 lua_ms = bench_median_ms(run_lua, &bench, 0, lua_repeats);
                 if (lua_ms_per_value == 0) lua_ms_per_value = lua_ms / ((double)bench.params * (bench.batches + 1));
             } else {
