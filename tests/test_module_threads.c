@@ -42,7 +42,8 @@ static void store_random(redisContext *c, const char *key, size_t count, uint64_
     free(values);
 }
 
-/* A command long enough to watch: geomed with no early stop. */
+/* A command long enough to watch: centered clipping runs exactly ITERS
+ * passes over the inputs (geomed may stop early once it converges). */
 static void append_long_agg(redisContext *c, const char *destination, const char *prefix, int n) {
     const char *argv[40];
     char keys[16][32];
@@ -51,11 +52,11 @@ static void append_long_agg(redisContext *c, const char *destination, const char
     argv[argc++] = "SPIRT.AGG";
     argv[argc++] = destination;
     argv[argc++] = "RULE";
-    argv[argc++] = "geomed";
-    argv[argc++] = "MAXITER";
-    argv[argc++] = "400";
-    argv[argc++] = "TOL";
-    argv[argc++] = "0";
+    argv[argc++] = "cclip";
+    argv[argc++] = "ITERS";
+    argv[argc++] = "1500";
+    argv[argc++] = "TAU";
+    argv[argc++] = "0.5";
     argv[argc++] = "SRC";
     snprintf(count, sizeof(count), "%d", n);
     argv[argc++] = count;
