@@ -127,7 +127,7 @@ static void stop_connected(TestRedis *server, redisContext *c) {
 static const char *const mixed[] = {"INLINE_MAX", "100000", NULL};
 
 static void test_rdb(void) {
-    test_begin("RDB: SAVE and restart give back bit-identical tensors");
+    test_begin("RDB: SAVE and restart (and DEBUG RELOAD) give back bit-identical tensors");
     char dir[512];
     test_temp_path(dir, sizeof(dir), "rdb");
     const Setup setup = {mixed, NULL, 0, dir};
@@ -139,7 +139,13 @@ static void test_rdb(void) {
     take_snapshot(c, &before);
     CHECK(module_test_ok(c, "SAVE", NULL));
     stop_connected(&server, c);
-    stop_connected(&server, restart_and_compare(&server, &setup, &before, "after RDB restart"));
+    c = restart_and_compare(&server, &setup, &before, "after RDB restart");
+    if (c) {
+        /* DEBUG RELOAD saves and loads within the running server. */
+        CHECK(module_test_ok(c, "DEBUG", "RELOAD", NULL));
+        check_same(c, &before, "after DEBUG RELOAD");
+    }
+    stop_connected(&server, c);
     free_snapshot(&before);
 }
 

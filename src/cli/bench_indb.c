@@ -296,31 +296,53 @@ static void run_lua(void *context) {
     fail(bench, reply_ok(command_argv(bench->context, argc, argv, NULL), "EVALSHA", &error), &error);
 }
 
-/* Stores the parameters and the 16 gradients of a case (tensors; JSON too
- * if `with_json`). */
-static int load_case(BenchCase *bench, SpirtRng *rng, int with_json, SpirtError *error) {
+/* Stores the parameters and the 16 gradients of a case as tensors. */
+static int load_tensors(BenchCase *bench, SpirtRng *rng, SpirtError *error) {
     float *values = tensor_buffer_alloc(bench->params);
     if (values == NULL) return spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory");
     int status = SPIRT_OK;
     for (int b = 0; b <= 16 && status == SPIRT_OK; b++) {
         for (size_t i = 0; i < bench->params; i++) values[i] = (float)(0.1 * rng_normal(rng));
-        const char *key = b < 16 ? bench->keys[b] : "bench:params";
-        if (!with_json) {
-            status = tensor_set(bench->context, key, values, bench->params, error);
-            continue;
+        status = tensor_set(bench->context, b < 16 ? bench->keys[b] : "bench:params", values, bench->params, error);
+    }
+    tensor_buffer_free(values);
+    return status;
+}
+
+/* Stores JSON copies of the parameters and of gradients up to `batches`
+ * (JSON lists are ~4x bigger than the tensors and slow to make: only those
+ * a Lua case needs). *loaded counts the gradients already stored; -1: none,
+ * not even the parameters. */
+static int load_json(BenchCase *bench, int batches, int *loaded, SpirtError *error) {
+    float *values = tensor_buffer_alloc(bench->params);
+    if (values == NULL) return spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory");
+    int status = SPIRT_OK;
+    for (int b = *loaded < 0 ? -1 : *loaded; b < batches && status == SPIRT_OK; b++) {
+        /* b = -1 is the parameters: the tensor's own values, as JSON. */
+        size_t count = 0;
+        const char *argv_get[] = {"SPIRT.TGET", b < 0 ? "bench:params" : bench->keys[b]};
+        redisReply *tensor = command_argv(bench->context, 2, argv_get, NULL);
+        if (tensor == NULL || tensor->type != REDIS_REPLY_STRING) {
+            if (tensor) freeReplyObject(tensor);
+            status = spirt_error_set(error, SPIRT_ERR_SERVER, "cannot read %s", argv_get[1]);
+            break;
         }
+        count = tensor->len / sizeof(float);
+        memcpy(values, tensor->str, count * sizeof(float));
+        freeReplyObject(tensor);
         size_t length;
-        char *json = json_list(values, bench->params, &length);
+        char *json = json_list(values, count, &length);
         if (json == NULL) {
             status = spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory");
             break;
         }
         char json_key[48];
-        snprintf(json_key, sizeof(json_key), "json:%s", b < 16 ? key : "params");
+        snprintf(json_key, sizeof(json_key), "json:%s", b < 0 ? "params" : bench->keys[b]);
         const char *argv[] = {"SET", json_key, json};
         size_t lengths[] = {3, strlen(json_key), length};
         status = reply_ok(command_argv(bench->context, 3, argv, lengths), "SET", error);
         free(json);
+        *loaded = b + 1;
     }
     tensor_buffer_free(values);
     return status;
@@ -374,13 +396,13 @@ static int parse_list(const char *text, uint64_t *values, int max) {
 
 int bench_indb(int argc, char **argv) {
     const char *params_text = "0.1M,1M,4.2M,11.7M", *batches_text = "4,8,16", *module_path = NULL;
-    int repeats = 5, as_json = 0, threads = 0;
-    double lua_max_s = 20.0;
+    int repeats = 7, as_json = 0, threads = 0;
+    double lua_max_s = 10.0;
     const CliOption options[] = {
         {"params", CLI_STRING, &params_text, "LIST", "parameter counts (default 0.1M,1M,4.2M,11.7M)"},
         {"batches", CLI_STRING, &batches_text, "LIST", "gradients averaged per step, each <= 16 (default 4,8,16)"},
-        {"repeats", CLI_INT, &repeats, "N", "timed runs per figure; the median is reported (default 5)"},
-        {"lua-max-s", CLI_DOUBLE, &lua_max_s, "S", "skip Lua/JSON cases estimated longer than this (default 20)"},
+        {"repeats", CLI_INT, &repeats, "N", "timed runs per figure; the median is reported (default 7)"},
+        {"lua-max-s", CLI_DOUBLE, &lua_max_s, "S", "skip Lua/JSON cases estimated longer than this (default 10)"},
         {"threads", CLI_INT, &threads, "N", "kernel threads, in the module and the client (default: all CPUs)"},
         {"module", CLI_STRING, &module_path, "PATH", "the module (default: spirt.so next to this program)"},
         {"json", CLI_FLAG, &as_json, NULL, "print one JSON object instead of a table"},
@@ -457,13 +479,15 @@ int bench_indb(int argc, char **argv) {
     BenchReport *report = bench_report_create("indb");
     SpirtRng rng;
     rng_init(&rng, 20230914);
-    double lua_ms_per_value = 0; /* from the first Lua case, to estimate the others */
+    /* Time per value of the last Lua case, to estimate the next (it grows
+     * with the size: the last one is the most telling). */
+    double lua_ms_per_value = 0;
     int status = 0, all_agree = 1, accepted = 1, acceptance_rows = 0;
     double worst_reduction = 1.0, worst_lua_speedup = 1e300;
     for (int p = 0; p < param_cases && status == 0; p++) {
         bench.params = (size_t)param_counts[p];
-        int json_loaded = 0;
-        if (load_case(&bench, &rng, 0, &error) != SPIRT_OK) {
+        int json_loaded = -1;
+        if (load_tensors(&bench, &rng, &error) != SPIRT_OK) {
             fprintf(stderr, "spirt bench indb: loading %zu parameters: %s\n", bench.params, error.message);
             status = 1;
             break;
@@ -478,18 +502,15 @@ int bench_indb(int argc, char **argv) {
             double lua_ms = -1;
             double estimate_s = lua_ms_per_value * (double)bench.params * (bench.batches + 1) / 1000.0;
             if (lua_ms_per_value == 0 || estimate_s <= lua_max_s) {
-                if (!json_loaded) {
-                    if (load_case(&bench, &rng, 1, &error) != SPIRT_OK) {
-                        fprintf(stderr, "spirt bench indb: storing JSON: %s\n", error.message);
-                        status = 1;
-                        break;
-                    }
-                    json_loaded = 1;
+                if (load_json(&bench, bench.batches, &json_loaded, &error) != SPIRT_OK) {
+                    fprintf(stderr, "spirt bench indb: storing JSON: %s\n", error.message);
+                    status = 1;
+                    break;
                 }
                 /* Seconds-long runs vary little: fewer repetitions suffice. */
                 int lua_repeats = estimate_s > 10 ? 1 : estimate_s > 2 ? (repeats < 3 ? repeats : 3) : repeats;
                 lua_ms = bench_median_ms(run_lua, &bench, 0, lua_repeats);
-                if (lua_ms_per_value == 0) lua_ms_per_value = lua_ms / ((double)bench.params * (bench.batches + 1));
+                lua_ms_per_value = lua_ms / ((double)bench.params * (bench.batches + 1));
             } else {
                 bench_report_note(report, "Lua/JSON skipped for %zu params x %d batches: estimated %.0f s a run",
                                   bench.params, bench.batches, estimate_s);
