@@ -473,7 +473,8 @@ static void test_rules_against_references(void) {
         {10, 2000, 2, DATA_HUGE},    {10, 2000, 2, DATA_TINY},    {11, 1537, 2, DATA_NORMAL},
         {15, 777, 3, DATA_NORMAL},   {16, 512, 3, DATA_TIES},     {20, 3001, 4, DATA_NORMAL},
         {32, 300, 7, DATA_NORMAL},   {33, 300, 7, DATA_NORMAL},   {40, 129, 9, DATA_TIES},
-        {41, 257, 9, DATA_NORMAL},   {12, 70001, 2, DATA_NORMAL},
+        {41, 257, 9, DATA_NORMAL},   {12, 70001, 2, DATA_NORMAL}, {41, 100, 2, DATA_TIES},
+        {38, 300, 1, DATA_NORMAL}, /* Bulyan's theta > 32: the sort path */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         check_case(&cases[i], 100 + i, 0);
@@ -829,6 +830,23 @@ static void test_report_and_extras(void) {
     CHECK(worst_error(out, mean, 500, 1.0) < 1e-7);
     free(x);
     inputs_free(&in);
+
+    test_begin("AGG_MAX_INPUTS inputs (selection path) for the coordinate-wise rules");
+    Inputs many = inputs_make(AGG_MAX_INPUTS, 37, DATA_TIES, 51);
+    x = to_double(&many);
+    double *expected = malloc(37 * sizeof(double));
+    for (int kind = 0; kind < 2; kind++) {
+        AggConfig config = agg_config_default(kind ? AGG_TRIMMED_MEAN : AGG_MEDIAN);
+        config.trim = 1000;
+        run = run_rule(&config, many.rows, AGG_MAX_INPUTS, 37);
+        CHECK_OK(run.status, &run.error);
+        ref_coordinate(x, AGG_MAX_INPUTS, 37, kind, 1000, expected);
+        CHECKF(worst_error(run.out, expected, 37, 1.0) < 1e-6, "%s", agg_rule_name(config.rule));
+        free(run.out);
+    }
+    free(expected);
+    free(x);
+    inputs_free(&many);
 
     test_begin("inputs_known_finite skips the scan");
     Inputs big = inputs_make(5, 64, DATA_NORMAL, 41);

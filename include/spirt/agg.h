@@ -122,7 +122,9 @@ int agg_check(const AggConfig *config, size_t n, size_t d, SpirtError *error);
  * so pass agg_run the same config; with threads <= 0 it reads
  * parallel_default_threads() each time. Largest parts: for the Krum family
  * and NNM, per-chunk Gram partials (at most 64 MiB; about 50 KiB per million
- * coordinates at n = 20); otherwise a few KiB per thread. Never n * d. */
+ * coordinates at n = 20) and two or three n x n matrices of doubles (3 KiB at
+ * n = 20, 128 MiB each at n = 4096); otherwise a few KiB per thread. Never
+ * n * d. */
 size_t agg_workspace_bytes(const AggConfig *config, size_t n, size_t d);
 
 /* Aggregates inputs[0..n), each d floats, into out (d floats, not aliasing
