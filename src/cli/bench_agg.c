@@ -325,6 +325,8 @@ int bench_agg(int argc, char **argv) {
                     json_object_set_new(rows[r], "speedup", json_real(spirt_ms > 0 ? numpy_ms / spirt_ms : 0.0));
                     json_object_set_new(rows[r], "match", json_boolean(match));
                     json_object_set(rows[r], "max_diff", json_object_get(entry, "max_diff"));
+                    if (json_object_get(entry, "iterations")) /* the same work? */
+                        json_object_set(rows[r], "numpy_iterations", json_object_get(entry, "iterations"));
                     if (!match) {
                         bench_report_note(report, "MISMATCH %s n=%zu d=%zu: max |spirt - numpy| = %g > %g",
                                           agg_rule_name((AggRule)r), n, d,
@@ -346,7 +348,7 @@ int bench_agg(int argc, char **argv) {
         }
 
     const char *columns[] = {"rule", "n", "d", "spirt_ms", "numpy_ms", "speedup", "match", "iterations",
-                             "fraction_of_bandwidth", NULL};
+                             "numpy_iterations", "fraction_of_bandwidth", NULL};
     bench_report_print(report, as_json, columns);
     bench_report_free(report);
     return failures ? 1 : 0;
