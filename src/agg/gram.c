@@ -5,12 +5,14 @@
  *
  * Why our own kernel and not OpenBLAS: the shape here is a handful of rows
  * (n ~ 10..100) times millions of columns, which OpenBLAS's sgemm/ssyrk
- * handle poorly (packing dominates): measured on the 2-core AVX-512 target,
- * gathering blocks and calling single-threaded cblas_ssyrk ran at ~5-8
- * GFMA/s against ~11-18 for this kernel, and `spirt bench agg` repeats the
- * comparison. It also keeps agg free of OpenBLAS's process-wide thread
- * count (this code runs inside redis-server, on a worker thread) and of its
- * CPU detection (0.3.21 takes this machine for a Prescott and runs SSE3
+ * handle poorly (packing dominates). On the 2-core AVX-512 target, gathering
+ * 4096-coordinate blocks and calling cblas_ssyrk took about twice as long,
+ * on one thread, as this whole kernel does in double (`spirt bench agg`
+ * prints the comparison), and a float Gram would overflow for inputs above
+ * ~1e19 and lose the small differences between clustered vectors. It also
+ * keeps agg free of OpenBLAS's process-wide thread count (this code runs
+ * inside redis-server, on a worker thread, next to other commands) and of
+ * its CPU detection (0.3.21 takes this machine for a Prescott and runs SSE3
  * kernels unless OPENBLAS_CORETYPE is set).
  *
  * How: coordinates are cut into chunks (agg_chunk_length), chunks into
@@ -31,10 +33,12 @@
 
 static size_t padded_rows(size_t n) { return (n + 3) & ~(size_t)3; }
 
-/* Coordinates per block: the block's doubles (rows * length * 8 bytes)
- * stay within ~160 KiB of L2 for n = 20; at least 64, a multiple of 16. */
+/* Coordinates per gathered block: each visit to an input reads 4 KiB of it
+ * (a page: long enough runs for the hardware prefetcher), and the block's
+ * doubles (rows * length * 8 bytes, 160 KiB for n = 20) stay in L2. At
+ * least 64, a multiple of 16. */
 static size_t block_length(size_t n) {
-    size_t length = 20480 / padded_rows(n);
+    size_t length = 65536 / padded_rows(n);
     if (length > 1024) length = 1024;
     if (length < 64) length = 64;
     return length & ~(size_t)15;
@@ -116,6 +120,8 @@ static void gram_range(void *argument, size_t chunk_begin, size_t chunk_end) {
             size_t length = end - block < stride ? end - block : stride;
             gather_block(context, block, length, stride, buffer);
             size_t length8 = (length + 7) & ~(size_t)7;
+            /* Tiles reread the block from L2; blocking further for L1 was
+             * measured slower (more horizontal sums per coordinate). */
             for (size_t i0 = 0; i0 < rows; i0 += 4)
                 for (size_t j0 = i0; j0 < rows; j0 += 4) gram_tile(buffer, stride, i0, j0, length8, n, partial);
         }

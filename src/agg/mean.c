@@ -25,47 +25,54 @@ typedef struct MeanContext {
     float *out;
 } MeanContext;
 
-/* 32 coordinates from `begin` (or fewer at the end: `length`). */
-static void mean_group(const MeanContext *context, size_t begin, size_t length) {
-    AggD8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    for (size_t j = 0; j < context->count; j++) {
-        const float *row = context->rows[j] + begin;
-        AggF16 low, high;
-        if (length == 32) {
-            low = f16_load(row);
-            high = f16_load(row + 16);
-        } else {
-            low = f16_load_partial(row, length < 16 ? length : 16);
-            high = length > 16 ? f16_load_partial(row + 16, length - 16) : (AggF16){0};
+/* 64 coordinates from `begin`: each row contributes four whole cache lines
+ * per visit, into eight double accumulators kept in registers. */
+static void mean_block64(const MeanContext *context, size_t begin) {
+    AggD8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+    const float *const *rows = context->rows;
+    if (context->weights == NULL) {
+        for (size_t j = 0; j < context->count; j++) {
+            const float *row = rows[j] + begin;
+            AggF16 v0 = f16_load(row), v1 = f16_load(row + 16), v2 = f16_load(row + 32), v3 = f16_load(row + 48);
+            a0 += f16_low_d8(v0), a1 += f16_high_d8(v0), a2 += f16_low_d8(v1), a3 += f16_high_d8(v1);
+            a4 += f16_low_d8(v2), a5 += f16_high_d8(v2), a6 += f16_low_d8(v3), a7 += f16_high_d8(v3);
         }
-        if (context->weights) {
+    } else {
+        for (size_t j = 0; j < context->count; j++) {
+            const float *row = rows[j] + begin;
             AggD8 w = d8_splat(context->weights[j]);
-            a0 += w * f16_low_d8(low);
-            a1 += w * f16_high_d8(low);
-            a2 += w * f16_low_d8(high);
-            a3 += w * f16_high_d8(high);
-        } else {
-            a0 += f16_low_d8(low);
-            a1 += f16_high_d8(low);
-            a2 += f16_low_d8(high);
-            a3 += f16_high_d8(high);
+            AggF16 v0 = f16_load(row), v1 = f16_load(row + 16), v2 = f16_load(row + 32), v3 = f16_load(row + 48);
+            a0 += w * f16_low_d8(v0), a1 += w * f16_high_d8(v0), a2 += w * f16_low_d8(v1), a3 += w * f16_high_d8(v1);
+            a4 += w * f16_low_d8(v2), a5 += w * f16_high_d8(v2), a6 += w * f16_low_d8(v3), a7 += w * f16_high_d8(v3);
         }
     }
     AggD8 scale = d8_splat(context->inverse_divisor);
-    AggF16 low = d8_pair_to_f16(a0 * scale, a1 * scale), high = d8_pair_to_f16(a2 * scale, a3 * scale);
     float *out = context->out + begin;
-    if (length == 32) {
-        f16_store(out, low);
-        f16_store(out + 16, high);
-    } else {
-        f16_store_partial(out, low, length < 16 ? length : 16);
-        if (length > 16) f16_store_partial(out + 16, high, length - 16);
+    f16_store(out, d8_pair_to_f16(a0 * scale, a1 * scale));
+    f16_store(out + 16, d8_pair_to_f16(a2 * scale, a3 * scale));
+    f16_store(out + 32, d8_pair_to_f16(a4 * scale, a5 * scale));
+    f16_store(out + 48, d8_pair_to_f16(a6 * scale, a7 * scale));
+}
+
+/* Fewer than 16 coordinates (or 16) from `begin`, zero-padded: the same
+ * per-lane arithmetic as mean_block64. */
+static void mean_tail16(const MeanContext *context, size_t begin, size_t lanes) {
+    AggD8 low = {0}, high = {0};
+    for (size_t j = 0; j < context->count; j++) {
+        AggF16 v = f16_load_partial(context->rows[j] + begin, lanes);
+        AggD8 w = d8_splat(context->weights ? context->weights[j] : 1.0);
+        low += context->weights ? w * f16_low_d8(v) : f16_low_d8(v);
+        high += context->weights ? w * f16_high_d8(v) : f16_high_d8(v);
     }
+    AggD8 scale = d8_splat(context->inverse_divisor);
+    f16_store_partial(context->out + begin, d8_pair_to_f16(low * scale, high * scale), lanes);
 }
 
 static void mean_range(void *argument, size_t begin, size_t end) {
     const MeanContext *context = argument;
-    for (size_t c = begin; c < end; c += 32) mean_group(context, c, end - c < 32 ? end - c : 32);
+    size_t c = begin;
+    for (; c + 64 <= end; c += 64) mean_block64(context, c);
+    for (; c < end; c += 16) mean_tail16(context, c, end - c < 16 ? end - c : 16);
 }
 
 void agg_mean_rows(const float *const *rows, size_t count, const double *weights, double inverse_divisor, size_t d,

@@ -22,6 +22,10 @@
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
+#else
+/* Without AVX-512, GCC warns that passing 64-byte vectors by value has no
+ * fixed ABI; these helpers are static and inlined, so no ABI is involved. */
+#pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
 #define AGG_LANES 16 /* floats per AggF16 */
@@ -71,19 +75,35 @@ static inline AggF16 f16_max(AggF16 a, AggF16 b) {
 #endif
 }
 
-/* Lanes 0-7 and 8-15 of a float vector, widened to double. */
+/* Lanes 0-7 and 8-15 of a float vector, widened to double. GCC lowers the
+ * generic shuffle + convert poorly (extract/convert/insert per 128 bits), so
+ * AVX-512 uses the one-instruction conversions. */
 static inline AggD8 f16_low_d8(AggF16 v) {
+#if defined(__AVX512F__)
+    return (AggD8)_mm512_cvtps_pd(_mm512_castps512_ps256((__m512)v));
+#else
     return __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), AggD8);
+#endif
 }
 
 static inline AggD8 f16_high_d8(AggF16 v) {
+#if defined(__AVX512F__)
+    return (AggD8)_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd((__m512)v), 1)));
+#else
     return __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), AggD8);
+#endif
 }
 
 /* Two double vectors rounded to one float vector (low lanes first). */
 static inline AggF16 d8_pair_to_f16(AggD8 low, AggD8 high) {
+#if defined(__AVX512F__)
+    __m256 a = _mm512_cvtpd_ps((__m512d)low), b = _mm512_cvtpd_ps((__m512d)high);
+    return (AggF16)_mm512_castpd_ps(
+        _mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(a)), _mm256_castps_pd(b), 1));
+#else
     AggF8 a = __builtin_convertvector(low, AggF8), b = __builtin_convertvector(high, AggF8);
     return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+#endif
 }
 
 static inline AggD8 d8_load(const double *p) {

@@ -55,6 +55,7 @@ json_t *bench_run_python(const char *script, const char *const *args, SpirtError
 const char *bench_source_path(char *buffer, size_t size, const char *relative);
 
 /* BENCHMARK ENTRY POINTS: each bench_NAME.c adds its declaration here. */
+int bench_agg(int argc, char **argv);
 int bench_indb(int argc, char **argv); /* bench_indb.c */
 int bench_grad(int argc, char **argv); /* bench_grad.c */
 

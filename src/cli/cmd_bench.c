@@ -14,6 +14,7 @@ typedef struct Benchmark {
 
 static const Benchmark benchmarks[] = {
     /* BENCHMARKS: each benchmark adds its line here. */
+    {"agg", bench_agg, "aggregation rules vs NumPy, and the mean vs memory bandwidth"},
     {"indb", bench_indb, "average B gradients + SGD step: in the database vs a client vs Lua/JSON"},
     {"grad", bench_grad, "gradient steps per second of mlp and cnn, spirt vs PyTorch"},
     {NULL, NULL, NULL},
