@@ -75,11 +75,19 @@ def rule_bulyan(x, f):
         pick = active[int(np.argmin(scores))]
         chosen.append(pick)
         active.remove(pick)
-    selected = x[chosen]
-    beta = len(chosen) - 2 * f
-    median = np.median(selected, axis=0)
-    nearest = np.argsort(np.abs(selected - median), axis=0)[:beta]
-    return np.take_along_axis(selected, nearest, axis=0).mean(axis=0), {"selected": chosen}
+    # Per coordinate, the beta values nearest to the median. Distances in
+    # float64 (in float32, rounding flips near-ties: at d = 10M a coordinate
+    # or two would differ from spirt's exact choice for that reason alone);
+    # a stable argsort over sorted values keeps the smaller value on a tie.
+    ordered = np.sort(x[chosen], axis=0)
+    theta = len(chosen)
+    beta = theta - 2 * f
+    if theta % 2:
+        median = ordered[theta // 2].astype(np.float64)
+    else:
+        median = (ordered[theta // 2 - 1].astype(np.float64) + ordered[theta // 2]) / 2
+    nearest = np.argsort(np.abs(ordered - median), axis=0, kind="stable")[:beta]
+    return np.take_along_axis(ordered, nearest, axis=0).mean(axis=0, dtype=np.float64), {"selected": chosen}
 
 
 def rule_geomed(x, f, nu=1e-6, tolerance=1e-6, max_iterations=100):

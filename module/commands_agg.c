@@ -17,13 +17,13 @@ typedef struct AggJob {
     RedisModuleString *destination; /* retained key name */
     int mean_only;                  /* SPIRT.AVG: agg_mean, no config */
     AggConfig config;
-    int report_wanted;              /* SPIRT.AGG ... REPORT YES */
+    int report_wanted; /* SPIRT.AGG ... REPORT YES */
     AggReport report;
     size_t n;
-    SpirtTensor **sources;          /* n references */
-    const float **inputs;           /* their data */
-    SpirtTensor *center;            /* reference, or NULL */
-    SpirtTensor *result;            /* owned until stored */
+    SpirtTensor **sources; /* n references */
+    const float **inputs;  /* their data */
+    SpirtTensor *center;   /* reference, or NULL */
+    SpirtTensor *result;   /* owned until stored */
 } AggJob;
 
 static void agg_job_compute(SpirtJob *base) {
@@ -39,7 +39,7 @@ static void agg_job_compute(SpirtJob *base) {
         agg_mean(job->inputs, job->n, d, job->result->data, spirt_config.threads);
         /* Finite inputs can still sum past float32's range. */
         size_t bad = 0;
-        if (!tensor_all_finite(job->result->data, d, &bad))
+        if (!spirt_values_finite(job->result->data, d, &bad))
             spirt_error_set(&job->base.error, SPIRT_ERR_NONFINITE,
                             "the mean overflowed float32 at index %zu; nothing was written", bad);
     } else {
@@ -52,12 +52,12 @@ static void agg_job_compute(SpirtJob *base) {
                                 workspace_bytes);
                 goto done;
             }
-            uintptr_t address = ((uintptr_t)block + SPIRT_TENSOR_ALIGNMENT - 1) &
-                                ~(uintptr_t)(SPIRT_TENSOR_ALIGNMENT - 1);
+            uintptr_t address =
+                ((uintptr_t)block + SPIRT_TENSOR_ALIGNMENT - 1) & ~(uintptr_t)(SPIRT_TENSOR_ALIGNMENT - 1);
             workspace = (char *)block + (address - (uintptr_t)block);
         }
-        if (agg_run(&job->config, job->inputs, job->n, d, job->result->data, workspace, workspace_bytes,
-                    &job->report, &job->base.error) != SPIRT_OK &&
+        if (agg_run(&job->config, job->inputs, job->n, d, job->result->data, workspace, workspace_bytes, &job->report,
+                    &job->base.error) != SPIRT_OK &&
             job->base.error.code == SPIRT_ERR_NONFINITE)
             spirt_error_prefix(&job->base.error, "nothing was written");
         RedisModule_Free(block);
@@ -89,7 +89,7 @@ static int agg_job_finish(RedisModuleCtx *ctx, SpirtJob *base) {
     if (job->base.error.code != SPIRT_OK) return spirt_reply_spirt_error(ctx, &job->base.error);
     SpirtTensor *result = job->result;
     job->result = NULL; /* the key owns it from here */
-    if (spirt_key_store(ctx, job->destination, result) != REDISMODULE_OK)
+    if (spirt_key_store(ctx, job->destination, result, job->mean_only ? "spirt.avg" : "spirt.agg") != REDISMODULE_OK)
         return spirt_reply_error(ctx, "INTERNAL", "cannot store the result");
     spirt_propagate_tensor(ctx, job->destination, result);
     if (job->report_wanted) {
@@ -111,11 +111,7 @@ static void agg_job_destroy(SpirtJob *base) {
 }
 
 static AggJob *agg_job_new(size_t n) {
-    AggJob *job = RedisModule_Alloc(sizeof(*job));
-    memset(job, 0, sizeof(*job));
-    job->base.compute = agg_job_compute;
-    job->base.finish = agg_job_finish;
-    job->base.destroy = agg_job_destroy;
+    AggJob *job = spirt_job_create(sizeof(*job), agg_job_compute, agg_job_finish, agg_job_destroy);
     job->sources = RedisModule_Alloc(sizeof(SpirtTensor *) * n);
     job->inputs = RedisModule_Alloc(sizeof(float *) * n);
     return job;
@@ -140,8 +136,8 @@ static int sources_or_reply(RedisModuleCtx *ctx, RedisModuleString **names, size
 }
 
 /* Takes the references and submits; the job owns everything afterwards. */
-static int submit(RedisModuleCtx *ctx, AggJob *job, RedisModuleString *destination, SpirtTensor **found,
-                  size_t n, SpirtTensor *center) {
+static int submit(RedisModuleCtx *ctx, AggJob *job, RedisModuleString *destination, SpirtTensor **found, size_t n,
+                  SpirtTensor *center) {
     job->n = n;
     for (size_t i = 0; i < n; i++) {
         job->sources[i] = spirt_tensor_retain(found[i]);
@@ -163,8 +159,7 @@ static int submit(RedisModuleCtx *ctx, AggJob *job, RedisModuleString *destinati
 int spirt_command_avg(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
     if (argc < 3) return RedisModule_WrongArity(ctx);
     size_t n = (size_t)argc - 2;
-    if (n > AGG_MAX_INPUTS)
-        return spirt_reply_error(ctx, "INVALID", "%zu sources: at most %d", n, AGG_MAX_INPUTS);
+    if (n > AGG_MAX_INPUTS) return spirt_reply_error(ctx, "INVALID", "%zu sources: at most %d", n, AGG_MAX_INPUTS);
     SpirtTensor **found = RedisModule_Alloc(sizeof(SpirtTensor *) * n);
     if (sources_or_reply(ctx, argv + 2, n, found) != REDISMODULE_OK) {
         RedisModule_Free(found);
@@ -187,8 +182,8 @@ int spirt_command_avg(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
  * NONFINITE (result overflowed; nothing written), NOMEM. */
 
 /* Applies one "NAME value" pair to `config`; replies on error. */
-static int parse_parameter(RedisModuleCtx *ctx, RedisModuleString *name, RedisModuleString *value,
-                           AggConfig *config, RedisModuleString **center_name, int *report) {
+static int parse_parameter(RedisModuleCtx *ctx, RedisModuleString *name, RedisModuleString *value, AggConfig *config,
+                           RedisModuleString **center_name, int *report) {
     long long integer;
     double real;
     char label[80];
@@ -224,7 +219,8 @@ static int parse_parameter(RedisModuleCtx *ctx, RedisModuleString *name, RedisMo
         else if (spirt_arg_is(value, "NONE"))
             config->pre_nnm = 0;
         else {
-            spirt_reply_error(ctx, "INVALID", "PRE '%s' is not NNM or NONE", spirt_key_label(value, label, sizeof(label)));
+            spirt_reply_error(ctx, "INVALID", "PRE '%s' is not NNM or NONE",
+                              spirt_key_label(value, label, sizeof(label)));
             return REDISMODULE_ERR;
         }
     } else if (spirt_arg_is(name, "REPORT")) {
@@ -233,7 +229,8 @@ static int parse_parameter(RedisModuleCtx *ctx, RedisModuleString *name, RedisMo
         else if (spirt_arg_is(value, "NO"))
             *report = 0;
         else {
-            spirt_reply_error(ctx, "INVALID", "REPORT '%s' is not YES or NO", spirt_key_label(value, label, sizeof(label)));
+            spirt_reply_error(ctx, "INVALID", "REPORT '%s' is not YES or NO",
+                              spirt_key_label(value, label, sizeof(label)));
             return REDISMODULE_ERR;
         }
     } else {

@@ -48,13 +48,15 @@ int spirt_command_tset(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) 
      * check finiteness on the aligned copy. */
     memcpy(tensor->data, blob, length);
     size_t bad = 0;
-    if (!tensor_all_finite(tensor->data, count, &bad)) {
+    if (!spirt_values_finite(tensor->data, count, &bad)) {
         float value = tensor->data[bad];
         spirt_tensor_release(tensor);
         return spirt_reply_error(ctx, "NONFINITE", "value %zu is %s; tensors in the database must be finite", bad,
-                                 isnan(value) ? "NaN" : value > 0 ? "+infinity" : "-infinity");
+                                 isnan(value) ? "NaN"
+                                 : value > 0  ? "+infinity"
+                                              : "-infinity");
     }
-    if (spirt_key_store(ctx, argv[1], tensor) != REDISMODULE_OK)
+    if (spirt_key_store(ctx, argv[1], tensor, "spirt.tset") != REDISMODULE_OK)
         return spirt_reply_error(ctx, "INTERNAL", "cannot store the tensor");
     /* The command is its own deterministic effect. */
     RedisModule_ReplicateVerbatim(ctx);
@@ -71,7 +73,8 @@ static void reply_meta_fields(RedisModuleCtx *ctx, const SpirtTensor *tensor) {
     RedisModule_ReplyWithStringBuffer(ctx, "float32", 7);
     RedisModule_ReplyWithStringBuffer(ctx, "shape", 5);
     RedisModule_ReplyWithArray(ctx, tensor->shape.ndim);
-    for (uint32_t i = 0; i < tensor->shape.ndim; i++) RedisModule_ReplyWithLongLong(ctx, (long long)tensor->shape.dims[i]);
+    for (uint32_t i = 0; i < tensor->shape.ndim; i++)
+        RedisModule_ReplyWithLongLong(ctx, (long long)tensor->shape.dims[i]);
     RedisModule_ReplyWithStringBuffer(ctx, "count", 5);
     RedisModule_ReplyWithLongLong(ctx, (long long)tensor->count);
 }
@@ -208,11 +211,7 @@ static void info_destroy(SpirtJob *base) {
 }
 
 static int submit_info(RedisModuleCtx *ctx, RedisModuleString **keys, int count, int multiple) {
-    InfoJob *job = RedisModule_Alloc(sizeof(*job));
-    memset(job, 0, sizeof(*job));
-    job->base.compute = info_compute;
-    job->base.finish = info_finish;
-    job->base.destroy = info_destroy;
+    InfoJob *job = spirt_job_create(sizeof(*job), info_compute, info_finish, info_destroy);
     job->multiple = multiple;
     job->count = count;
     job->tensors = RedisModule_Alloc(sizeof(SpirtTensor *) * (size_t)count);
@@ -220,7 +219,8 @@ static int submit_info(RedisModuleCtx *ctx, RedisModuleString **keys, int count,
     size_t work = 0;
     for (int i = 0; i < count; i++) {
         SpirtTensor *tensor;
-        job->tensors[i] = spirt_key_lookup(ctx, keys[i], &tensor) == SPIRT_KEY_TENSOR ? spirt_tensor_retain(tensor) : NULL;
+        job->tensors[i] =
+            spirt_key_lookup(ctx, keys[i], &tensor) == SPIRT_KEY_TENSOR ? spirt_tensor_retain(tensor) : NULL;
         if (job->tensors[i]) work += job->tensors[i]->count;
     }
     return spirt_job_submit(ctx, &job->base, work);

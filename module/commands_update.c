@@ -20,6 +20,7 @@
  * cache. Each value is thus read and written once from memory, as a fused
  * out-of-place kernel would, and the result is bit-identical to one
  * optim_step over the whole vector (optim.h: every step is element-wise). */
+#include <math.h>
 #include <string.h>
 
 #include "spirt/optim.h"
@@ -38,11 +39,11 @@ typedef struct UpdateJob {
     RedisModuleString *state_name;  /* NULL when the optimizer keeps no state */
     SpirtTensor *params;            /* references to the inputs */
     SpirtTensor *grad;
-    SpirtTensor *state;             /* NULL: none yet (starts at zero) */
-    size_t state_count;             /* optim_state_count */
-    SpirtTensor *new_params;        /* results, owned until stored */
+    SpirtTensor *state;      /* NULL: none yet (starts at zero) */
+    size_t state_count;      /* optim_state_count */
+    SpirtTensor *new_params; /* results, owned until stored */
     SpirtTensor *new_state;
-    atomic_size_t first_bad;        /* smallest non-finite result index */
+    atomic_size_t first_bad; /* smallest non-finite result index */
 } UpdateJob;
 
 /* Lowers job->first_bad to `index` if it is smaller. */
@@ -94,8 +95,8 @@ static void update_range(void *context, size_t begin, size_t end) {
         }
         /* The overflow check, while the chunk is still in cache. */
         size_t bad = 0;
-        if (!tensor_all_finite(p, length, &bad)) note_bad(job, start + bad);
-        if (chunk_state && !tensor_all_finite(chunk_state, two_halves ? 2 * length : length, &bad))
+        if (!spirt_values_finite(p, length, &bad)) note_bad(job, start + bad);
+        if (chunk_state && !spirt_values_finite(chunk_state, two_halves ? 2 * length : length, &bad))
             note_bad(job, start + (bad % length));
     }
 }
@@ -140,8 +141,8 @@ static int update_finish(RedisModuleCtx *ctx, SpirtJob *base) {
                                  "params or state changed while the update ran; nothing was written (retry)");
     SpirtTensor *params = job->new_params, *state = job->new_state;
     job->new_params = job->new_state = NULL; /* the keys own them from here */
-    if (spirt_key_store(ctx, job->params_name, params) != REDISMODULE_OK ||
-        (state && spirt_key_store(ctx, job->state_name, state) != REDISMODULE_OK))
+    if (spirt_key_store(ctx, job->params_name, params, "spirt.update") != REDISMODULE_OK ||
+        (state && spirt_key_store(ctx, job->state_name, state, "spirt.update") != REDISMODULE_OK))
         return spirt_reply_error(ctx, "INTERNAL", "cannot store the update");
     /* Two propagated commands: Redis wraps them in MULTI/EXEC. */
     spirt_propagate_tensor(ctx, job->params_name, params);
@@ -162,8 +163,8 @@ static void update_destroy(SpirtJob *base) {
 }
 
 /* Parses "OPT name LR x [options]" from argv[3..argc) into config/step/state. */
-static int parse_options(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, OptimConfig *config,
-                         uint64_t *step, RedisModuleString **state_name) {
+static int parse_options(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, OptimConfig *config, uint64_t *step,
+                         RedisModuleString **state_name) {
     char label[80];
     static const char syntax[] =
         "syntax: SPIRT.UPDATE params grad OPT sgd|momentum|nesterov|adam|adamw LR x [MOMENTUM m] [BETA1 b] "
@@ -193,7 +194,8 @@ static int parse_options(RedisModuleCtx *ctx, RedisModuleString **argv, int argc
     *state_name = NULL;
     for (int i = 5; i < argc; i += 2) {
         if (i + 1 >= argc) {
-            spirt_reply_error(ctx, "INVALID", "option '%s' needs a value", spirt_key_label(argv[i], label, sizeof(label)));
+            spirt_reply_error(ctx, "INVALID", "option '%s' needs a value",
+                              spirt_key_label(argv[i], label, sizeof(label)));
             return REDISMODULE_ERR;
         }
         RedisModuleString *name = argv[i], *value = argv[i + 1];
@@ -204,7 +206,8 @@ static int parse_options(RedisModuleCtx *ctx, RedisModuleString **argv, int argc
             continue;
         }
         if (spirt_arg_is(name, "STEP")) {
-            if (spirt_parse_integer_or_reply(ctx, value, "STEP", 1, (long long)1 << 53, &integer)) return REDISMODULE_ERR;
+            if (spirt_parse_integer_or_reply(ctx, value, "STEP", 1, (long long)1 << 53, &integer))
+                return REDISMODULE_ERR;
             *step = (uint64_t)integer;
             continue;
         }
@@ -213,11 +216,16 @@ static int parse_options(RedisModuleCtx *ctx, RedisModuleString **argv, int argc
         for (int k = 0; k < 6; k++)
             if (spirt_arg_is(name, real_options[k])) which = k;
         if (which < 0) {
-            spirt_reply_error(ctx, "INVALID", "unknown option '%s' (%s)", spirt_key_label(name, label, sizeof(label)), syntax);
+            spirt_reply_error(ctx, "INVALID", "unknown option '%s' (%s)", spirt_key_label(name, label, sizeof(label)),
+                              syntax);
             return REDISMODULE_ERR;
         }
         if (spirt_parse_double_or_reply(ctx, value, real_options[which], &real)) return REDISMODULE_ERR;
         float as_float = (float)real;
+        if (!isfinite(as_float)) {
+            spirt_reply_error(ctx, "INVALID", "%s %g does not fit in a float32", real_options[which], real);
+            return REDISMODULE_ERR;
+        }
         switch (which) {
         case 0: config->learning_rate = as_float, have_lr = 1; break;
         case 1: config->momentum = as_float; break;
@@ -287,11 +295,7 @@ int spirt_command_update(RedisModuleCtx *ctx, RedisModuleString **argv, int argc
                                      tensor_shape_format(&expected, shape_b, sizeof(shape_b)));
     }
 
-    UpdateJob *job = RedisModule_Alloc(sizeof(*job));
-    memset(job, 0, sizeof(*job));
-    job->base.compute = update_compute;
-    job->base.finish = update_finish;
-    job->base.destroy = update_destroy;
+    UpdateJob *job = spirt_job_create(sizeof(*job), update_compute, update_finish, update_destroy);
     job->config = config;
     job->step = step;
     job->state_count = state_count;

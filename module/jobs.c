@@ -18,6 +18,7 @@
  * costs more than it saves), the same three steps run inline. */
 #include <pthread.h>
 #include <signal.h>
+#include <string.h>
 
 #include "spirt_module.h"
 
@@ -63,6 +64,16 @@ static int run_inline(RedisModuleCtx *ctx, SpirtJob *job) {
     int status = job->finish(ctx, job);
     job_destroy(job);
     return status;
+}
+
+void *spirt_job_create(size_t size, void (*compute)(SpirtJob *job), int (*finish)(RedisModuleCtx *ctx, SpirtJob *job),
+                       void (*destroy)(SpirtJob *job)) {
+    SpirtJob *job = RedisModule_Alloc(size);
+    memset(job, 0, size);
+    job->compute = compute;
+    job->finish = finish;
+    job->destroy = destroy;
+    return job;
 }
 
 static int client_can_block(RedisModuleCtx *ctx) {

@@ -71,7 +71,8 @@ int spirt_parse_integer_or_reply(RedisModuleCtx *ctx, const RedisModuleString *a
                                  long long minimum, long long maximum, long long *value) {
     char label[80];
     if (RedisModule_StringToLongLong(argument, value) != REDISMODULE_OK) {
-        spirt_reply_error(ctx, "INVALID", "%s '%s' is not an integer", what, spirt_key_label(argument, label, sizeof(label)));
+        spirt_reply_error(ctx, "INVALID", "%s '%s' is not an integer", what,
+                          spirt_key_label(argument, label, sizeof(label)));
         return REDISMODULE_ERR;
     }
     if (*value < minimum || *value > maximum) {
@@ -115,8 +116,7 @@ SpirtKeyState spirt_key_lookup(RedisModuleCtx *ctx, RedisModuleString *name, Spi
     return state;
 }
 
-int spirt_key_tensor_or_reply(RedisModuleCtx *ctx, RedisModuleString *name, const char *role,
-                              SpirtTensor **tensor) {
+int spirt_key_tensor_or_reply(RedisModuleCtx *ctx, RedisModuleString *name, const char *role, SpirtTensor **tensor) {
     char label[80];
     switch (spirt_key_lookup(ctx, name, tensor)) {
     case SPIRT_KEY_TENSOR: return REDISMODULE_OK;
@@ -130,7 +130,7 @@ int spirt_key_tensor_or_reply(RedisModuleCtx *ctx, RedisModuleString *name, cons
     }
 }
 
-int spirt_key_store(RedisModuleCtx *ctx, RedisModuleString *name, SpirtTensor *tensor) {
+int spirt_key_store(RedisModuleCtx *ctx, RedisModuleString *name, SpirtTensor *tensor, const char *event) {
     RedisModuleKey *key = RedisModule_OpenKey(ctx, name, REDISMODULE_READ | REDISMODULE_WRITE);
     if (key == NULL) {
         spirt_tensor_release(tensor);
@@ -140,15 +140,22 @@ int spirt_key_store(RedisModuleCtx *ctx, RedisModuleString *name, SpirtTensor *t
      * released: a command still holding it keeps it alive) and any TTL. */
     int status = RedisModule_ModuleTypeSetValue(key, SpirtTensorType, tensor);
     RedisModule_CloseKey(key);
-    if (status != REDISMODULE_OK) spirt_tensor_release(tensor);
-    return status;
+    if (status != REDISMODULE_OK) {
+        spirt_tensor_release(tensor);
+        return status;
+    }
+    /* So that a client can wait for a key to be written (a peer's
+     * published average, say) without polling. */
+    RedisModule_NotifyKeyspaceEvent(ctx, REDISMODULE_NOTIFY_MODULE, event, name);
+    return REDISMODULE_OK;
 }
 
 /* --- Propagation ------------------------------------------------------------ */
 
 int spirt_dims_strings(const SpirtTensor *tensor, RedisModuleString **dims) {
     int ndim = (int)tensor->shape.ndim;
-    for (int i = 0; i < ndim; i++) dims[i] = RedisModule_CreateStringFromLongLong(NULL, (long long)tensor->shape.dims[i]);
+    for (int i = 0; i < ndim; i++)
+        dims[i] = RedisModule_CreateStringFromLongLong(NULL, (long long)tensor->shape.dims[i]);
     return ndim;
 }
 

@@ -6,18 +6,22 @@
  *
  * THREADS: threads one kernel may use (default: every CPU, or SPIRT_THREADS).
  * INLINE_MAX: commands that read at most this many floats run on the main
- * thread; larger ones on a worker thread (default 262144, i.e. 1 MiB). */
+ * thread; larger ones on a worker thread (default 262144, i.e. 1 MiB).
+ * CACHE_MAX: bytes of freed tensor blocks kept for reuse (default 256 MiB;
+ * 0 disables; see tensor_type.c). */
+#include <pthread.h>
 #include <string.h>
 
 #include "spirt/parallel.h"
 #include "spirt_module.h"
 
-SpirtModuleConfig spirt_config = {.threads = 1, .inline_max = 262144};
+SpirtModuleConfig spirt_config = {.threads = 1, .inline_max = 262144, .cache_max = (size_t)256 << 20};
 
 /* --- Load arguments ----------------------------------------------------- */
 
 static int parse_load_arguments(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
     spirt_config.threads = parallel_default_threads();
+    spirt_config.main_thread = pthread_self();
     for (int i = 0; i < argc; i += 2) {
         size_t length;
         const char *name = RedisModule_StringPtrLen(argv[i], &length);
@@ -30,9 +34,12 @@ static int parse_load_arguments(RedisModuleCtx *ctx, RedisModuleString **argv, i
             spirt_config.threads = (int)value;
         } else if (spirt_arg_is(argv[i], "INLINE_MAX") && value >= 0) {
             spirt_config.inline_max = (size_t)value;
+        } else if (spirt_arg_is(argv[i], "CACHE_MAX") && value >= 0) {
+            spirt_config.cache_max = (size_t)value;
         } else {
             RedisModule_Log(ctx, "warning",
-                            "bad load argument '%s %lld' (known: THREADS 1..64, INLINE_MAX >= 0)", name, value);
+                            "bad load argument '%s %lld' (known: THREADS 1..64, INLINE_MAX >= 0, CACHE_MAX >= 0)", name,
+                            value);
             return REDISMODULE_ERR;
         }
     }
@@ -95,8 +102,7 @@ static const CommandEntry commands[] = {
      "Read a tensor: SPIRT.TGET key [BLOB|META|FULL]"},
     {"spirt.info", spirt_command_info, "readonly", 1, 1, 1, 2, read_one_key,
      "Shape, count, L2 norm, min, max, mean and digest of a tensor"},
-    {"spirt.minfo", spirt_command_minfo, "readonly", 1, -1, 1, -2, read_all_keys,
-     "SPIRT.INFO of several keys at once"},
+    {"spirt.minfo", spirt_command_minfo, "readonly", 1, -1, 1, -2, read_all_keys, "SPIRT.INFO of several keys at once"},
     {"spirt.avg", spirt_command_avg, "write deny-oom", 1, -1, 1, -3, avg_keys,
      "Element-wise mean: SPIRT.AVG dst src [src ...]"},
     {"spirt.agg", spirt_command_agg, "write deny-oom", 1, 1, 1, -7, agg_keys,
@@ -142,6 +148,11 @@ static void info_callback(RedisModuleInfoCtx *ctx, int for_crash_report) {
     RedisModule_InfoAddSection(ctx, "");
     RedisModule_InfoAddFieldLongLong(ctx, "threads", spirt_config.threads);
     RedisModule_InfoAddFieldLongLong(ctx, "inline_max", (long long)spirt_config.inline_max);
+    size_t blocks, bytes;
+    spirt_tensor_cache_info(&blocks, &bytes);
+    RedisModule_InfoAddFieldLongLong(ctx, "cache_max", (long long)spirt_config.cache_max);
+    RedisModule_InfoAddFieldLongLong(ctx, "cache_blocks", (long long)blocks);
+    RedisModule_InfoAddFieldLongLong(ctx, "cache_bytes", (long long)bytes);
     spirt_jobs_info(ctx);
 }
 
@@ -165,7 +176,7 @@ int RedisModule_OnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) 
     }
     if (register_commands(ctx) != REDISMODULE_OK) return REDISMODULE_ERR;
     if (RedisModule_RegisterInfoFunc(ctx, info_callback) != REDISMODULE_OK) return REDISMODULE_ERR;
-    RedisModule_Log(ctx, "notice", "loaded (threads %d, inline up to %zu floats)", spirt_config.threads,
-                    spirt_config.inline_max);
+    RedisModule_Log(ctx, "notice", "loaded (threads %d, inline up to %zu floats, block cache %zu bytes)",
+                    spirt_config.threads, spirt_config.inline_max, spirt_config.cache_max);
     return REDISMODULE_OK;
 }

@@ -23,16 +23,14 @@ int spirt_api_load(RedisModuleCtx *ctx) {
     if (get_api("RedisModule_Log", (void *)&RedisModule_Log) != 0) RedisModule_Log = NULL;
 
     int missing = 0;
-#define SPIRT_REDISMODULE_LOAD(type, name, parameters)                                        \
-    if (get_api("RedisModule_" #name, (void *)&RedisModule_##name) != 0) {                   \
-        RedisModule_##name = NULL;                                                           \
-        missing++;                                                                           \
-        if (RedisModule_Log)                                                                 \
-            RedisModule_Log(ctx, "warning",                                                  \
-                            "spirt: this server lacks RedisModule_%s (Redis >= 7.0 needed)", \
-                            #name);                                                          \
-        else                                                                                 \
-            fprintf(stderr, "spirt: this server lacks RedisModule_%s\n", #name);             \
+#define SPIRT_REDISMODULE_LOAD(type, name, parameters)                                                                 \
+    if (get_api("RedisModule_" #name, (void *)&RedisModule_##name) != 0) {                                             \
+        RedisModule_##name = NULL;                                                                                     \
+        missing++;                                                                                                     \
+        if (RedisModule_Log)                                                                                           \
+            RedisModule_Log(ctx, "warning", "spirt: this server lacks RedisModule_%s (Redis >= 7.0 needed)", #name);   \
+        else                                                                                                           \
+            fprintf(stderr, "spirt: this server lacks RedisModule_%s\n", #name);                                       \
     }
     SPIRT_REDISMODULE_API(SPIRT_REDISMODULE_LOAD)
 #undef SPIRT_REDISMODULE_LOAD

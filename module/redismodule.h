@@ -49,6 +49,9 @@
 #define REDISMODULE_CTX_FLAGS_LOADING (1 << 13)
 #define REDISMODULE_CTX_FLAGS_DENY_BLOCKING (1 << 21)
 
+/* NotifyKeyspaceEvent class of module-type keys ('d' in notify-keyspace-events). */
+#define REDISMODULE_NOTIFY_MODULE (1 << 13)
+
 /* SetModuleOptions: the module checks IsIOError itself while loading, so a
  * truncated payload is an error it reports instead of a server panic. */
 #define REDISMODULE_OPTIONS_HANDLE_IO_ERRORS (1 << 0)
@@ -197,6 +200,7 @@ typedef struct RedisModuleCommandInfo {
     X(void *, Alloc, (size_t bytes))                                                                    \
     X(void *, TryAlloc, (size_t bytes))                                                                 \
     X(void, Free, (void *pointer))                                                                      \
+    X(double, GetUsedMemoryRatio, (void))                                                               \
     X(int, WrongArity, (RedisModuleCtx * ctx))                                                          \
     X(int, ReplyWithError, (RedisModuleCtx * ctx, const char *error))                                   \
     X(int, ReplyWithSimpleString, (RedisModuleCtx * ctx, const char *text))                             \
@@ -232,6 +236,7 @@ typedef struct RedisModuleCommandInfo {
     X(void, DigestEndSequence, (RedisModuleDigest * digest))                                            \
     X(int, Replicate, (RedisModuleCtx * ctx, const char *command, const char *format, ...))             \
     X(int, ReplicateVerbatim, (RedisModuleCtx * ctx))                                                   \
+    X(int, NotifyKeyspaceEvent, (RedisModuleCtx * ctx, int type, const char *event, RedisModuleString * key)) \
     X(RedisModuleBlockedClient *, BlockClient,                                                          \
       (RedisModuleCtx * ctx, RedisModuleCmdFunc reply_callback, RedisModuleCmdFunc timeout_callback,    \
        RedisModuleBlockedFreeFunc free_privdata, long long timeout_ms))                                 \

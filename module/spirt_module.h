@@ -24,6 +24,7 @@
 #ifndef SPIRT_MODULE_H
 #define SPIRT_MODULE_H
 
+#include <pthread.h> /* pthread_t */
 #include <stdatomic.h>
 #include <stddef.h>
 
@@ -46,6 +47,9 @@ typedef struct SpirtModuleConfig {
     int threads;       /* threads a kernel may use (THREADS n; default: all CPUs) */
     size_t inline_max; /* commands reading at most this many floats run on the
                           main thread (INLINE_MAX n; default 262144) */
+    size_t cache_max;  /* bytes of freed tensor blocks kept for reuse
+                          (CACHE_MAX n; default 256 MiB; 0 disables) */
+    pthread_t main_thread; /* Redis's main thread (where OnLoad runs) */
 } SpirtModuleConfig;
 
 /* Set once in RedisModule_OnLoad, read-only afterwards. */
@@ -59,8 +63,8 @@ extern SpirtModuleConfig spirt_config;
 typedef struct SpirtTensor {
     atomic_size_t references; /* keys + running commands holding it */
     TensorShape shape;
-    size_t count;             /* product of the dims */
-    float *data;              /* count values; never written once stored */
+    size_t count; /* product of the dims */
+    float *data;  /* count values; never written once stored */
 } SpirtTensor;
 
 /* The registered data type (set by spirt_tensor_type_register). */
@@ -75,6 +79,12 @@ SpirtTensor *spirt_tensor_retain(SpirtTensor *tensor);
 /* Drops a reference; the last one frees the tensor. NULL is allowed. Safe on
  * any thread (Redis may free values on its lazy-free thread). */
 void spirt_tensor_release(SpirtTensor *tensor);
+/* 1 if all `count` values are finite; otherwise 0 and *first_bad (if not
+ * NULL) is the first NaN or infinity. tensor_all_finite's contract, on a
+ * faster path (see tensor_type.c). */
+int spirt_values_finite(const float *values, size_t count, size_t *first_bad);
+/* Blocks and bytes held by the cache of freed tensor blocks. */
+void spirt_tensor_cache_info(size_t *blocks, size_t *bytes);
 /* Bytes of data: count * 4. */
 size_t spirt_tensor_bytes(const SpirtTensor *tensor);
 
@@ -116,12 +126,13 @@ SpirtKeyState spirt_key_lookup(RedisModuleCtx *ctx, RedisModuleString *name, Spi
 /* A tensor that must exist: on success *tensor is borrowed as above;
  * otherwise replies "NOKEY <role> '<name>' does not exist" or WRONGTYPE and
  * returns REDISMODULE_ERR. */
-int spirt_key_tensor_or_reply(RedisModuleCtx *ctx, RedisModuleString *name, const char *role,
-                              SpirtTensor **tensor);
+int spirt_key_tensor_or_reply(RedisModuleCtx *ctx, RedisModuleString *name, const char *role, SpirtTensor **tensor);
 
-/* Stores `tensor` in `name` (whatever the key held before, like SET). Takes
- * over the caller's reference, also on failure. REDISMODULE_OK or _ERR. */
-int spirt_key_store(RedisModuleCtx *ctx, RedisModuleString *name, SpirtTensor *tensor);
+/* Stores `tensor` in `name` (whatever the key held before, like SET) and
+ * sends the keyspace event `event` (e.g. "spirt.avg", class 'd' of
+ * notify-keyspace-events). Takes over the caller's reference, also on
+ * failure. REDISMODULE_OK or _ERR. */
+int spirt_key_store(RedisModuleCtx *ctx, RedisModuleString *name, SpirtTensor *tensor, const char *event);
 
 /* Propagates "SPIRT.TSET name FLOAT32 dims... BLOB values" to the AOF and
  * replicas: how every command that computes a tensor makes its effect
@@ -150,6 +161,12 @@ struct SpirtJob {
     SpirtError error;                  /* set by compute on failure */
     RedisModuleBlockedClient *blocked; /* NULL when run inline */
 };
+
+/* A zero-filled job of `size` bytes -- a command's struct whose first member
+ * is a SpirtJob -- with its three steps set. Its destroy step frees it
+ * (RedisModule_Free). */
+void *spirt_job_create(size_t size, void (*compute)(SpirtJob *job), int (*finish)(RedisModuleCtx *ctx, SpirtJob *job),
+                       void (*destroy)(SpirtJob *job));
 
 /* Runs `job`: inline when `work_floats` <= spirt_config.inline_max or when
  * the client cannot be blocked (MULTI, scripts, loading, commands from a

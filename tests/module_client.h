@@ -16,12 +16,17 @@
  * terminated, may be NULL) follow the module path on --loadmodule, `extra`
  * (may be NULL) are further server options. The server gets
  * --enable-debug-command yes. 0 on success. */
-int module_test_start(TestRedis *server, const char *const *module_arguments, const char *const *extra,
-                      int appendonly, const char *dir);
+int module_test_start(TestRedis *server, const char *const *module_arguments, const char *const *extra, int appendonly,
+                      const char *dir);
 
 /* A command from NULL-terminated C strings (no binary data). The caller
  * frees the reply; NULL if the connection failed. */
 redisReply *module_test_command(redisContext *context, const char *first, ...) __attribute__((sentinel));
+/* A command from NULL-terminated C strings that must reply +OK: 1 if it
+ * did; otherwise prints the command and the reply and returns 0. */
+int module_test_ok(redisContext *context, const char *first, ...) __attribute__((sentinel));
+/* Takes (and frees) a reply: 1 if it was +OK; otherwise prints it. */
+int module_test_reply_ok(redisReply *reply);
 /* A command from argc binary-safe arguments. */
 redisReply *module_test_command_argv(redisContext *context, int argc, const char **argv, const size_t *lengths);
 
@@ -29,8 +34,7 @@ redisReply *module_test_command_argv(redisContext *context, int argc, const char
 redisReply *module_test_tset_reply(redisContext *context, const char *key, const float *values, uint32_t ndim,
                                    const uint64_t *dims);
 /* The same, as a check: 1 if the reply was +OK. */
-int module_test_tset(redisContext *context, const char *key, const float *values, uint32_t ndim,
-                     const uint64_t *dims);
+int module_test_tset(redisContext *context, const char *key, const float *values, uint32_t ndim, const uint64_t *dims);
 /* A vector of `count` values. */
 int module_test_tset_vector(redisContext *context, const char *key, const float *values, size_t count);
 

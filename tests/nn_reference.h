@@ -3,7 +3,7 @@
  * Direct-loop layers in the textbook layout (PyTorch's NCHW: examples first)
  * and the three models' losses computed from the parameter vector as
  * include/spirt/nn.h documents it. Nothing here shares code or layout
- * tricks with src/nn (which is channel-major inside and float): the tests
+ * tricks with src/nn (which is channels-last inside and float): the tests
  * take finite differences of these functions, in double, as the truth. */
 #ifndef SPIRT_TEST_NN_REFERENCE_H
 #define SPIRT_TEST_NN_REFERENCE_H
@@ -31,8 +31,8 @@ double nn_reference_softmax_xent(const double *logits, const uint8_t *labels, si
 double nn_reference_model_loss(NnModelKind kind, const double *params, const float *images, const uint8_t *labels,
                                size_t B);
 
-/* dst (D1, D0, S) = src (D0, D1, S) with the first two dims swapped: NCHW
- * <-> CNHW. */
-void nn_reference_swap_dims(double *dst, const double *src, size_t D0, size_t D1, size_t S);
+/* Per example, (S, C) channels-last <-> (C, S) channels-first, S = H*W. */
+void nn_reference_nhwc_to_nchw(double *dst, const double *src, size_t B, size_t S, size_t C);
+void nn_reference_nchw_to_nhwc(double *dst, const double *src, size_t B, size_t S, size_t C);
 
 #endif /* SPIRT_TEST_NN_REFERENCE_H */

@@ -473,7 +473,8 @@ static void test_rules_against_references(void) {
         {10, 2000, 2, DATA_HUGE},    {10, 2000, 2, DATA_TINY},    {11, 1537, 2, DATA_NORMAL},
         {15, 777, 3, DATA_NORMAL},   {16, 512, 3, DATA_TIES},     {20, 3001, 4, DATA_NORMAL},
         {32, 300, 7, DATA_NORMAL},   {33, 300, 7, DATA_NORMAL},   {40, 129, 9, DATA_TIES},
-        {41, 257, 9, DATA_NORMAL},   {12, 70001, 2, DATA_NORMAL},
+        {41, 257, 9, DATA_NORMAL},   {12, 70001, 2, DATA_NORMAL}, {41, 100, 2, DATA_TIES},
+        {38, 300, 1, DATA_NORMAL}, /* Bulyan's theta > 32: the sort path */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         check_case(&cases[i], 100 + i, 0);
@@ -638,49 +639,52 @@ static void expect_error(AggConfig config, size_t n, size_t d, int code, const c
 
 static void test_errors(void) {
     test_begin("preconditions and parameters are refused with a clear message");
-    AggConfig config = agg_config_default(AGG_KRUM);
-    config.f = 1;
-    expect_error(config, 4, 3, SPIRT_ERR_PRECONDITION, "krum needs n >= 2f + 3: n = 4, f = 1");
-    config.f = SIZE_MAX;
-    expect_error(config, 4, 3, SPIRT_ERR_PRECONDITION, "n >= 2f + 3");
-    config = agg_config_default(AGG_MULTI_KRUM);
-    config.f = 2;
-    expect_error(config, 6, 3, SPIRT_ERR_PRECONDITION, "multi-krum needs n >= 2f + 3");
-    config.m = 9;
-    expect_error(config, 8, 3, SPIRT_ERR_INVALID, "1 <= m <= n");
-    config = agg_config_default(AGG_BULYAN);
-    config.f = 1;
-    expect_error(config, 6, 3, SPIRT_ERR_PRECONDITION, "bulyan needs n >= 4f + 3: n = 6, f = 1");
-    config = agg_config_default(AGG_TRIMMED_MEAN);
-    config.trim = 2;
-    expect_error(config, 4, 3, SPIRT_ERR_PRECONDITION, "trimmed-mean needs n > 2 trim: n = 4, trim = 2");
-    config.trim = SIZE_MAX; /* = f */
-    config.f = 3;
-    expect_error(config, 6, 3, SPIRT_ERR_PRECONDITION, "trim = 3");
-    config = agg_config_default(AGG_MEAN);
-    expect_error(config, 0, 3, SPIRT_ERR_INVALID, "n = 0");
-    expect_error(config, 3, 0, SPIRT_ERR_INVALID, "d = 0");
-    expect_error(config, AGG_MAX_INPUTS + 1, 3, SPIRT_ERR_INVALID, "at most 4096");
-    config.pre_nnm = 1;
-    config.f = 2;
-    expect_error(config, 4, 3, SPIRT_ERR_PRECONDITION, "nnm needs n > 2f");
-    config = agg_config_default(AGG_GEOMED);
-    config.max_iterations = 0;
-    expect_error(config, 3, 3, SPIRT_ERR_INVALID, "max_iterations");
-    config = agg_config_default(AGG_GEOMED);
-    config.nu = 0.0;
-    expect_error(config, 3, 3, SPIRT_ERR_INVALID, "nu > 0");
-    config = agg_config_default(AGG_GEOMED);
-    config.tolerance = NAN;
-    expect_error(config, 3, 3, SPIRT_ERR_INVALID, "tolerance");
-    config = agg_config_default(AGG_CCLIP);
-    config.tau = -1.0;
-    expect_error(config, 3, 3, SPIRT_ERR_INVALID, "tau > 0");
-    config = agg_config_default(AGG_CCLIP);
-    config.clip_iterations = 0;
-    expect_error(config, 3, 3, SPIRT_ERR_INVALID, "clip_iterations");
-    config = agg_config_default((AggRule)99);
-    expect_error(config, 3, 3, SPIRT_ERR_INVALID, "unknown rule");
+    /* Each case: a rule's defaults, f, one field changed, n and d. */
+    enum Field { NONE, TRIM, M, NNM, MAX_ITERATIONS, NU, TOLERANCE, TAU, CLIP_ITERATIONS };
+    static const struct {
+        AggRule rule;
+        size_t f;
+        enum Field field;
+        double value;
+        size_t n, d;
+        int code;
+        const char *needle;
+    } cases[] = {
+        {AGG_KRUM, 1, NONE, 0, 4, 3, SPIRT_ERR_PRECONDITION, "krum needs n >= 2f + 3: n = 4, f = 1"},
+        {AGG_KRUM, SIZE_MAX, NONE, 0, 4, 3, SPIRT_ERR_PRECONDITION, "n >= 2f + 3"},
+        {AGG_MULTI_KRUM, 2, NONE, 0, 6, 3, SPIRT_ERR_PRECONDITION, "multi-krum needs n >= 2f + 3"},
+        {AGG_MULTI_KRUM, 2, M, 9, 8, 3, SPIRT_ERR_INVALID, "1 <= m <= n"},
+        {AGG_BULYAN, 1, NONE, 0, 6, 3, SPIRT_ERR_PRECONDITION, "bulyan needs n >= 4f + 3: n = 6, f = 1"},
+        {AGG_TRIMMED_MEAN, 0, TRIM, 2, 4, 3, SPIRT_ERR_PRECONDITION, "trimmed-mean needs n > 2 trim: n = 4, trim = 2"},
+        {AGG_TRIMMED_MEAN, 3, NONE, 0, 6, 3, SPIRT_ERR_PRECONDITION, "trim = 3"}, /* trim defaults to f */
+        {AGG_MEAN, 0, NONE, 0, 0, 3, SPIRT_ERR_INVALID, "n = 0"},
+        {AGG_MEAN, 0, NONE, 0, 3, 0, SPIRT_ERR_INVALID, "d = 0"},
+        {AGG_MEAN, 0, NONE, 0, AGG_MAX_INPUTS + 1, 3, SPIRT_ERR_INVALID, "at most 4096"},
+        {AGG_MEAN, 2, NNM, 1, 4, 3, SPIRT_ERR_PRECONDITION, "nnm needs n > 2f"},
+        {AGG_GEOMED, 0, MAX_ITERATIONS, 0, 3, 3, SPIRT_ERR_INVALID, "max_iterations"},
+        {AGG_GEOMED, 0, NU, 0, 3, 3, SPIRT_ERR_INVALID, "nu > 0"},
+        {AGG_GEOMED, 0, TOLERANCE, NAN, 3, 3, SPIRT_ERR_INVALID, "tolerance"},
+        {AGG_CCLIP, 0, TAU, -1, 3, 3, SPIRT_ERR_INVALID, "tau > 0"},
+        {AGG_CCLIP, 0, CLIP_ITERATIONS, 0, 3, 3, SPIRT_ERR_INVALID, "clip_iterations"},
+        {(AggRule)99, 0, NONE, 0, 3, 3, SPIRT_ERR_INVALID, "unknown rule"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        AggConfig config = agg_config_default(cases[i].rule);
+        config.f = cases[i].f;
+        double value = cases[i].value;
+        switch (cases[i].field) {
+        case TRIM: config.trim = (size_t)value; break;
+        case M: config.m = (size_t)value; break;
+        case NNM: config.pre_nnm = (int)value; break;
+        case MAX_ITERATIONS: config.max_iterations = (int)value; break;
+        case NU: config.nu = value; break;
+        case TOLERANCE: config.tolerance = value; break;
+        case TAU: config.tau = value; break;
+        case CLIP_ITERATIONS: config.clip_iterations = (int)value; break;
+        case NONE: break;
+        }
+        expect_error(config, cases[i].n, cases[i].d, cases[i].code, cases[i].needle);
+    }
 
     test_begin("rule names");
     SpirtError error;
@@ -714,7 +718,8 @@ static void test_errors(void) {
     CHECK_OK(agg_run(&krum, in.rows, 7, 100, out, workspace, bytes, NULL, &error), &error);
     free(workspace);
     AggConfig mean = agg_config_default(AGG_MEAN);
-    CHECK(agg_workspace_bytes(&mean, 7, 100) > 0); /* index/pointer scratch */
+    CHECK(agg_workspace_bytes(&mean, 7, 100) == 0); /* the mean streams: no scratch */
+    CHECK_OK(agg_run(&mean, in.rows, 7, 100, out, NULL, 0, NULL, &error), &error);
     inputs_free(&in);
 
     test_begin("NaN and infinities are refused naming the input; out untouched");
@@ -825,6 +830,23 @@ static void test_report_and_extras(void) {
     CHECK(worst_error(out, mean, 500, 1.0) < 1e-7);
     free(x);
     inputs_free(&in);
+
+    test_begin("AGG_MAX_INPUTS inputs (selection path) for the coordinate-wise rules");
+    Inputs many = inputs_make(AGG_MAX_INPUTS, 37, DATA_TIES, 51);
+    x = to_double(&many);
+    double *expected = malloc(37 * sizeof(double));
+    for (int kind = 0; kind < 2; kind++) {
+        AggConfig config = agg_config_default(kind ? AGG_TRIMMED_MEAN : AGG_MEDIAN);
+        config.trim = 1000;
+        run = run_rule(&config, many.rows, AGG_MAX_INPUTS, 37);
+        CHECK_OK(run.status, &run.error);
+        ref_coordinate(x, AGG_MAX_INPUTS, 37, kind, 1000, expected);
+        CHECKF(worst_error(run.out, expected, 37, 1.0) < 1e-6, "%s", agg_rule_name(config.rule));
+        free(run.out);
+    }
+    free(expected);
+    free(x);
+    inputs_free(&many);
 
     test_begin("inputs_known_finite skips the scan");
     Inputs big = inputs_make(5, 64, DATA_NORMAL, 41);

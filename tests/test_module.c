@@ -30,32 +30,13 @@ static int close_to(const float *got, const double *want, size_t count, double t
     return 1;
 }
 
-static redisReply *run(redisContext *context, const char *first, ...) __attribute__((sentinel));
-static redisReply *run(redisContext *context, const char *first, ...) {
-    const char *argv[64];
-    int argc = 0;
-    va_list args;
-    va_start(args, first);
-    for (const char *argument = first; argument && argc < 64; argument = va_arg(args, const char *))
-        argv[argc++] = argument;
-    va_end(args);
-    return redisCommandArgv(context, argc, argv, NULL);
-}
-
-/* Runs a command that must reply +OK. */
-static int run_ok(redisContext *context, const char *first, ...) __attribute__((sentinel));
-static int run_ok(redisContext *context, const char *first, ...) {
-    const char *argv[64];
-    int argc = 0;
-    va_list args;
-    va_start(args, first);
-    for (const char *argument = first; argument && argc < 64; argument = va_arg(args, const char *))
-        argv[argc++] = argument;
-    va_end(args);
-    redisReply *reply = redisCommandArgv(context, argc, argv, NULL);
-    int ok = module_test_is_ok(reply);
-    if (!ok) fprintf(stderr, "  %s %s: %s\n", argv[0], argc > 1 ? argv[1] : "", reply && reply->str ? reply->str : "?");
-    if (reply) freeReplyObject(reply);
+/* The tensor stored under `key` has D values, each close to want[]. */
+static int stored_close_to(redisContext *c, const char *key, const double *want, double tolerance) {
+    size_t count = 0;
+    float *got = module_test_tget(c, key, &count);
+    int ok = got && count == D && close_to(got, want, D, tolerance);
+    if (!ok) fprintf(stderr, "  %s: %s\n", key, got ? "values differ" : "missing");
+    free(got);
     return ok;
 }
 
@@ -79,7 +60,7 @@ static void test_tset_tget(redisContext *c) {
         float *back = module_test_tget(c, key, &count);
         CHECK(back && count == 48 && memcmp(back, values, sizeof(values)) == 0);
         free(back);
-        redisReply *meta = run(c, "SPIRT.TGET", key, "META", NULL);
+        redisReply *meta = module_test_command(c, "SPIRT.TGET", key, "META", NULL);
         const redisReply *shape = module_test_field(meta, "shape");
         const redisReply *dtype = module_test_field(meta, "dtype");
         const redisReply *count_reply = module_test_field(meta, "count");
@@ -87,23 +68,24 @@ static void test_tset_tget(redisContext *c) {
         CHECK(dtype && strcmp(dtype->str, "float32") == 0);
         CHECK(count_reply && count_reply->integer == 48);
         int shape_ok = shape && shape->type == REDIS_REPLY_ARRAY && shape->elements == ndim;
-        for (uint32_t i = 0; shape_ok && i < ndim; i++) shape_ok = shape->element[i]->integer == (long long)shapes[ndim - 1][i];
+        for (uint32_t i = 0; shape_ok && i < ndim; i++)
+            shape_ok = shape->element[i]->integer == (long long)shapes[ndim - 1][i];
         CHECKF(shape_ok, "shape of %s", key);
         if (meta) freeReplyObject(meta);
-        redisReply *full = run(c, "SPIRT.TGET", key, "FULL", NULL);
+        redisReply *full = module_test_command(c, "SPIRT.TGET", key, "FULL", NULL);
         const redisReply *blob = module_test_field(full, "blob");
         CHECK(full && full->elements == 8 && blob && blob->len == sizeof(values) &&
               memcmp(blob->str, values, sizeof(values)) == 0);
         if (full) freeReplyObject(full);
     }
-    redisReply *type = run(c, "TYPE", "shape:1", NULL);
+    redisReply *type = module_test_command(c, "TYPE", "shape:1", NULL);
     CHECK(type && type->type == REDIS_REPLY_STATUS && strcmp(type->str, "spirt-tns") == 0);
     if (type) freeReplyObject(type);
 
     /* TSET overwrites any type, like SET; TGET of a missing key is nil. */
-    CHECK(run_ok(c, "SET", "was:string", "hello", NULL));
+    CHECK(module_test_ok(c, "SET", "was:string", "hello", NULL));
     CHECK(module_test_tset_vector(c, "was:string", values, 3));
-    redisReply *missing = run(c, "SPIRT.TGET", "no:such:key", NULL);
+    redisReply *missing = module_test_command(c, "SPIRT.TGET", "no:such:key", NULL);
     CHECK(missing && missing->type == REDIS_REPLY_NIL);
     if (missing) freeReplyObject(missing);
 }
@@ -122,7 +104,7 @@ static void test_info(redisContext *c) {
     }
     char digest[SPIRT_DIGEST_HEX_SIZE];
     tensor_digest_hex(values, D, digest);
-    redisReply *info = run(c, "SPIRT.INFO", "info:x", NULL);
+    redisReply *info = module_test_command(c, "SPIRT.INFO", "info:x", NULL);
     const redisReply *norm = module_test_field(info, "l2_norm"), *low = module_test_field(info, "min"),
                      *high = module_test_field(info, "max"), *mean = module_test_field(info, "mean"),
                      *hex = module_test_field(info, "digest"), *count = module_test_field(info, "count");
@@ -137,8 +119,8 @@ static void test_info(redisContext *c) {
     }
     if (info) freeReplyObject(info);
 
-    CHECK(run_ok(c, "SET", "info:string", "x", NULL));
-    redisReply *many = run(c, "SPIRT.MINFO", "info:x", "info:missing", "info:string", "info:x", NULL);
+    CHECK(module_test_ok(c, "SET", "info:string", "x", NULL));
+    redisReply *many = module_test_command(c, "SPIRT.MINFO", "info:x", "info:missing", "info:string", "info:x", NULL);
     CHECK(many && many->type == REDIS_REPLY_ARRAY && many->elements == 4);
     if (many && many->elements == 4) {
         CHECK(many->element[1]->type == REDIS_REPLY_NIL && many->element[2]->type == REDIS_REPLY_NIL);
@@ -147,7 +129,7 @@ static void test_info(redisContext *c) {
         CHECK(first && last && strcmp(first->str, digest) == 0 && strcmp(last->str, digest) == 0);
     }
     if (many) freeReplyObject(many);
-    redisReply *wrong = run(c, "SPIRT.INFO", "info:string", NULL);
+    redisReply *wrong = module_test_command(c, "SPIRT.INFO", "info:string", NULL);
     CHECK(module_test_is_error(wrong, "WRONGTYPE"));
     if (wrong) freeReplyObject(wrong);
 }
@@ -174,22 +156,19 @@ static void test_avg(redisContext *c) {
         for (size_t i = 0; i < 7; i++) sum += inputs[i][j];
         want[j] = sum / 7;
     }
-    CHECK(run_ok(c, "SPIRT.AVG", "avg:out", "avg:0", "avg:1", "avg:2", "avg:3", "avg:4", "avg:5", "avg:6", NULL));
-    size_t count = 0;
-    float *got = module_test_tget(c, "avg:out", &count);
-    CHECK(got && count == D && close_to(got, want, D, 1e-6));
-    free(got);
+    CHECK(
+        module_test_ok(c, "SPIRT.AVG", "avg:out", "avg:0", "avg:1", "avg:2", "avg:3", "avg:4", "avg:5", "avg:6", NULL));
+    CHECK(stored_close_to(c, "avg:out", want, 1e-6));
     /* One source: the mean is the source itself. */
-    CHECK(run_ok(c, "SPIRT.AVG", "avg:one", "avg:3", NULL));
-    got = module_test_tget(c, "avg:one", &count);
+    CHECK(module_test_ok(c, "SPIRT.AVG", "avg:one", "avg:3", NULL));
+    size_t count = 0;
+    float *got = module_test_tget(c, "avg:one", &count);
     CHECK(got && count == D && memcmp(got, inputs[3], sizeof(inputs[3])) == 0);
     free(got);
     /* The destination may be a source: the sources are read first. */
-    CHECK(run_ok(c, "SPIRT.AVG", "avg:0", "avg:0", "avg:1", NULL));
-    got = module_test_tget(c, "avg:0", &count);
+    CHECK(module_test_ok(c, "SPIRT.AVG", "avg:0", "avg:0", "avg:1", NULL));
     for (size_t j = 0; j < D; j++) want[j] = ((double)inputs[0][j] + inputs[1][j]) / 2;
-    CHECK(got && close_to(got, want, D, 1e-6));
-    free(got);
+    CHECK(stored_close_to(c, "avg:0", want, 1e-6));
 }
 
 static int compare_floats(const void *a, const void *b) {
@@ -212,16 +191,12 @@ static void test_agg_rules(redisContext *c) {
     }
     size_t count;
     float *got;
-    CHECK(run_ok(c, "SPIRT.AGG", "agg:median", "RULE", "median", "SRC", "6", "agg:0", "agg:1", "agg:2", "agg:3",
-                 "agg:4", "agg:5", NULL));
-    got = module_test_tget(c, "agg:median", &count);
-    CHECK(got && count == D && close_to(got, median, D, 1e-6));
-    free(got);
-    CHECK(run_ok(c, "SPIRT.AGG", "agg:trimmed", "RULE", "trimmed-mean", "TRIM", "1", "SRC", "6", "agg:0", "agg:1",
-                 "agg:2", "agg:3", "agg:4", "agg:5", NULL));
-    got = module_test_tget(c, "agg:trimmed", &count);
-    CHECK(got && count == D && close_to(got, trimmed, D, 1e-6));
-    free(got);
+    CHECK(module_test_ok(c, "SPIRT.AGG", "agg:median", "RULE", "median", "SRC", "6", "agg:0", "agg:1", "agg:2", "agg:3",
+                         "agg:4", "agg:5", NULL));
+    CHECK(stored_close_to(c, "agg:median", median, 1e-6));
+    CHECK(module_test_ok(c, "SPIRT.AGG", "agg:trimmed", "RULE", "trimmed-mean", "TRIM", "1", "SRC", "6", "agg:0",
+                         "agg:1", "agg:2", "agg:3", "agg:4", "agg:5", NULL));
+    CHECK(stored_close_to(c, "agg:trimmed", trimmed, 1e-6));
 
     /* Krum with f = 1: the input with the least sum of squared distances to
      * its n - f - 2 = 3 nearest others, returned as is. */
@@ -232,7 +207,8 @@ static void test_agg_rules(redisContext *c) {
         for (size_t o = 0; o < N; o++) {
             if (o == i) continue;
             double sum = 0;
-            for (size_t j = 0; j < D; j++) sum += ((double)inputs[i][j] - inputs[o][j]) * ((double)inputs[i][j] - inputs[o][j]);
+            for (size_t j = 0; j < D; j++)
+                sum += ((double)inputs[i][j] - inputs[o][j]) * ((double)inputs[i][j] - inputs[o][j]);
             distances[k++] = sum;
         }
         for (size_t a = 0; a < k; a++)
@@ -250,8 +226,8 @@ static void test_agg_rules(redisContext *c) {
     if (best == second) second = 0;
     for (size_t i = 0; i < N; i++)
         if (i != best && scores[i] < scores[second]) second = i;
-    redisReply *report = run(c, "SPIRT.AGG", "agg:krum", "RULE", "krum", "F", "1", "REPORT", "YES", "SRC", "6",
-                             "agg:0", "agg:1", "agg:2", "agg:3", "agg:4", "agg:5", NULL);
+    redisReply *report = module_test_command(c, "SPIRT.AGG", "agg:krum", "RULE", "krum", "F", "1", "REPORT", "YES",
+                                             "SRC", "6", "agg:0", "agg:1", "agg:2", "agg:3", "agg:4", "agg:5", NULL);
     const redisReply *selected = module_test_field(report, "selected");
     CHECKF(selected && selected->elements == 1 && selected->element[0]->integer == (long long)best,
            "krum selected %lld, reference %zu", selected && selected->elements ? selected->element[0]->integer : -1LL,
@@ -263,11 +239,9 @@ static void test_agg_rules(redisContext *c) {
 
     double pair_mean[D];
     for (size_t j = 0; j < D; j++) pair_mean[j] = ((double)inputs[best][j] + inputs[second][j]) / 2;
-    CHECK(run_ok(c, "SPIRT.AGG", "agg:mkrum", "RULE", "multi-krum", "F", "1", "M", "2", "SRC", "6", "agg:0", "agg:1",
-                 "agg:2", "agg:3", "agg:4", "agg:5", NULL));
-    got = module_test_tget(c, "agg:mkrum", &count);
-    CHECK(got && count == D && close_to(got, pair_mean, D, 1e-6));
-    free(got);
+    CHECK(module_test_ok(c, "SPIRT.AGG", "agg:mkrum", "RULE", "multi-krum", "F", "1", "M", "2", "SRC", "6", "agg:0",
+                         "agg:1", "agg:2", "agg:3", "agg:4", "agg:5", NULL));
+    CHECK(stored_close_to(c, "agg:mkrum", pair_mean, 1e-6));
 
     /* Centered clipping with a radius nothing reaches and one iteration,
      * from a given centre: v = c + mean(x_i - c) = mean(x_i). */
@@ -277,11 +251,9 @@ static void test_agg_rules(redisContext *c) {
         for (size_t i = 0; i < N; i++) sum += inputs[i][j];
         mean[j] = sum / N;
     }
-    CHECK(run_ok(c, "SPIRT.AGG", "agg:cclip", "RULE", "cclip", "TAU", "1e30", "ITERS", "1", "CENTER", "agg:5",
-                 "SRC", "6", "agg:0", "agg:1", "agg:2", "agg:3", "agg:4", "agg:5", NULL));
-    got = module_test_tget(c, "agg:cclip", &count);
-    CHECK(got && count == D && close_to(got, mean, D, 1e-5));
-    free(got);
+    CHECK(module_test_ok(c, "SPIRT.AGG", "agg:cclip", "RULE", "cclip", "TAU", "1e30", "ITERS", "1", "CENTER", "agg:5",
+                         "SRC", "6", "agg:0", "agg:1", "agg:2", "agg:3", "agg:4", "agg:5", NULL));
+    CHECK(stored_close_to(c, "agg:cclip", mean, 1e-5));
 
     /* The geometric median of copies of one point is that point. */
     for (int i = 0; i < 3; i++) {
@@ -291,17 +263,15 @@ static void test_agg_rules(redisContext *c) {
     }
     double point[D];
     for (size_t j = 0; j < D; j++) point[j] = inputs[0][j];
-    CHECK(run_ok(c, "SPIRT.AGG", "agg:geomed", "RULE", "geomed", "MAXITER", "50", "TOL", "1e-9", "SRC", "3",
-                 "agg:same:0", "agg:same:1", "agg:same:2", NULL));
-    got = module_test_tget(c, "agg:geomed", &count);
-    CHECK(got && count == D && close_to(got, point, D, 1e-5));
-    free(got);
+    CHECK(module_test_ok(c, "SPIRT.AGG", "agg:geomed", "RULE", "geomed", "MAXITER", "50", "TOL", "1e-9", "SRC", "3",
+                         "agg:same:0", "agg:same:1", "agg:same:2", NULL));
+    CHECK(stored_close_to(c, "agg:geomed", point, 1e-5));
 
     /* Bulyan and NNM: the result lies within each coordinate's range. */
     static float seven[7][D];
     store_sources(c, "bul", 7, seven, 300);
-    CHECK(run_ok(c, "SPIRT.AGG", "agg:bulyan", "RULE", "bulyan", "F", "1", "PRE", "NNM", "SRC", "7", "bul:0", "bul:1",
-                 "bul:2", "bul:3", "bul:4", "bul:5", "bul:6", NULL));
+    CHECK(module_test_ok(c, "SPIRT.AGG", "agg:bulyan", "RULE", "bulyan", "F", "1", "PRE", "NNM", "SRC", "7", "bul:0",
+                         "bul:1", "bul:2", "bul:3", "bul:4", "bul:5", "bul:6", NULL));
     got = module_test_tget(c, "agg:bulyan", &count);
     int within = got && count == D;
     for (size_t j = 0; within && j < D; j++) {
@@ -353,8 +323,9 @@ static void check_optimizer(redisContext *c, ReferenceKind kind, const char *nam
         snprintf(grad_key, sizeof(grad_key), "opt:%s:g%d", name, t);
         module_test_tset_vector(c, grad_key, grad, D);
         snprintf(step_text, sizeof(step_text), "%d", t);
-        CHECKF(run_ok(c, "SPIRT.UPDATE", params_key, grad_key, "OPT", name, "LR", "0.01", "MOMENTUM", "0.9", "BETA1",
-                      "0.9", "BETA2", "0.999", "EPS", "1e-8", "WD", wd, "STEP", step_text, "STATE", state_key, NULL),
+        CHECKF(module_test_ok(c, "SPIRT.UPDATE", params_key, grad_key, "OPT", name, "LR", "0.01", "MOMENTUM", "0.9",
+                              "BETA1", "0.9", "BETA2", "0.999", "EPS", "1e-8", "WD", wd, "STEP", step_text, "STATE",
+                              state_key, NULL),
                "%s step %d", name, t);
         reference_step(kind, p, grad, m, s, D, 0.01, 0.9, 0.9, 0.999, 1e-8, atof(wd), t);
     }
@@ -392,20 +363,20 @@ static void test_copy_shares(redisContext *c) {
     module_test_random(grad, D, 601, 1.0);
     CHECK(module_test_tset_vector(c, "copy:a", values, D));
     CHECK(module_test_tset_vector(c, "copy:g", grad, D));
-    redisReply *copied = run(c, "COPY", "copy:a", "copy:b", NULL);
+    redisReply *copied = module_test_command(c, "COPY", "copy:a", "copy:b", NULL);
     CHECK(copied && copied->type == REDIS_REPLY_INTEGER && copied->integer == 1);
     if (copied) freeReplyObject(copied);
-    redisReply *digest_a = run(c, "DEBUG", "DIGEST-VALUE", "copy:a", "copy:b", NULL);
+    redisReply *digest_a = module_test_command(c, "DEBUG", "DIGEST-VALUE", "copy:a", "copy:b", NULL);
     CHECK(digest_a && digest_a->elements == 2 && strcmp(digest_a->element[0]->str, digest_a->element[1]->str) == 0);
     if (digest_a) freeReplyObject(digest_a);
-    CHECK(run_ok(c, "SPIRT.UPDATE", "copy:a", "copy:g", "OPT", "sgd", "LR", "0.5", NULL));
+    CHECK(module_test_ok(c, "SPIRT.UPDATE", "copy:a", "copy:g", "OPT", "sgd", "LR", "0.5", NULL));
     size_t count;
     float *b = module_test_tget(c, "copy:b", &count), *a = module_test_tget(c, "copy:a", &count);
     CHECK(b && memcmp(b, values, sizeof(values)) == 0);
     CHECK(a && memcmp(a, values, sizeof(values)) != 0);
     free(a);
     free(b);
-    redisReply *usage = run(c, "MEMORY", "USAGE", "copy:b", NULL);
+    redisReply *usage = module_test_command(c, "MEMORY", "USAGE", "copy:b", NULL);
     CHECK(usage && usage->type == REDIS_REPLY_INTEGER && usage->integer >= (long long)sizeof(values));
     if (usage) freeReplyObject(usage);
 }
@@ -414,7 +385,7 @@ static void test_copy_shares(redisContext *c) {
 
 typedef struct BadCase {
     const char *argv[24];
-    const char *code; /* expected error prefix */
+    const char *code;   /* expected error prefix */
     const char *needle; /* text the message must contain, or NULL */
 } BadCase;
 
@@ -436,7 +407,7 @@ static void test_bad_input(redisContext *c) {
     CHECK(module_test_tset(c, "bad:a", values, 1, &four));
     CHECK(module_test_tset(c, "bad:b", values + 4, 1, &four));
     CHECK(module_test_tset(c, "bad:wide", values, 2, two_by_four));
-    CHECK(run_ok(c, "SET", "bad:string", "not a tensor", NULL));
+    CHECK(module_test_ok(c, "SET", "bad:string", "not a tensor", NULL));
     float huge[1] = {3e38f}, minus_huge[1] = {-3e38f}, max[1] = {FLT_MAX};
     CHECK(module_test_tset_vector(c, "bad:huge", huge, 1));
     CHECK(module_test_tset_vector(c, "bad:minus-huge", minus_huge, 1));
@@ -477,15 +448,23 @@ static void test_bad_input(redisContext *c) {
         {{"SPIRT.AGG", "bad:out", "RULE", "median", "SRC", "1", "bad:a", "bad:b"}, "INVALID", "announces 1"},
         {{"SPIRT.AGG", "bad:out", "RULE", "median", "SRC", "0", "bad:a"}, "INVALID", "SRC count"},
         {{"SPIRT.AGG", "bad:out", "RULE", "krum", "F", "1", "SRC", "2", "bad:a", "bad:b"}, "PRECONDITION", "krum"},
-        {{"SPIRT.AGG", "bad:out", "RULE", "median", "MAXITER", "0", "SRC", "2", "bad:a", "bad:b"}, "INVALID", "MAXITER"},
+        {{"SPIRT.AGG", "bad:out", "RULE", "median", "MAXITER", "0", "SRC", "2", "bad:a", "bad:b"},
+         "INVALID",
+         "MAXITER"},
         {{"SPIRT.AGG", "bad:out", "RULE", "geomed", "TOL", "nan", "SRC", "2", "bad:a", "bad:b"}, "INVALID", "TOL"},
         {{"SPIRT.AGG", "bad:out", "RULE", "median", "PRE", "XYZ", "SRC", "2", "bad:a", "bad:b"}, "INVALID", "PRE"},
-        {{"SPIRT.AGG", "bad:out", "RULE", "median", "REPORT", "maybe", "SRC", "2", "bad:a", "bad:b"}, "INVALID", "REPORT"},
+        {{"SPIRT.AGG", "bad:out", "RULE", "median", "REPORT", "maybe", "SRC", "2", "bad:a", "bad:b"},
+         "INVALID",
+         "REPORT"},
         {{"SPIRT.AGG", "bad:out", "RULE", "median", "SRC", "2", "bad:a", "bad:missing"}, "NOKEY", "bad:missing"},
         {{"SPIRT.AGG", "bad:out", "RULE", "median", "SRC", "2", "bad:a", "bad:string"}, "WRONGTYPE", NULL},
         {{"SPIRT.AGG", "bad:out", "RULE", "median", "SRC", "2", "bad:a", "bad:wide"}, "SHAPE", NULL},
-        {{"SPIRT.AGG", "bad:out", "RULE", "cclip", "CENTER", "bad:missing", "SRC", "2", "bad:a", "bad:b"}, "NOKEY", "center"},
-        {{"SPIRT.AGG", "bad:out", "RULE", "cclip", "CENTER", "bad:wide", "SRC", "2", "bad:a", "bad:b"}, "SHAPE", "center"},
+        {{"SPIRT.AGG", "bad:out", "RULE", "cclip", "CENTER", "bad:missing", "SRC", "2", "bad:a", "bad:b"},
+         "NOKEY",
+         "center"},
+        {{"SPIRT.AGG", "bad:out", "RULE", "cclip", "CENTER", "bad:wide", "SRC", "2", "bad:a", "bad:b"},
+         "SHAPE",
+         "center"},
         /* UPDATE */
         {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "sgd", "LR"}, "ERR", "wrong number"},
         {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPTIMIZER", "sgd", "LR", "1"}, "INVALID", "syntax"},
@@ -493,11 +472,13 @@ static void test_bad_input(redisContext *c) {
         {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "sgd", "WD", "0"}, "INVALID", "LR"},
         {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "sgd", "LR", "-1"}, "INVALID", NULL},
         {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "sgd", "LR", "inf"}, "INVALID", "LR"},
+        {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "sgd", "LR", "1e39"}, "INVALID", "float32"},
         {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "sgd", "LR", "0.1", "STEP"}, "INVALID", "STEP"},
         {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "sgd", "LR", "0.1", "STEP", "0"}, "INVALID", "STEP"},
         {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "sgd", "LR", "0.1", "SPEED", "2"}, "INVALID", "SPEED"},
         {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "momentum", "LR", "0.1", "MOMENTUM", "1.5", "STATE", "bad:s"},
-         "INVALID", NULL},
+         "INVALID",
+         NULL},
         {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "adam", "LR", "0.1", "STATE", "bad:s"}, "INVALID", "STEP"},
         {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "momentum", "LR", "0.1"}, "INVALID", "STATE"},
         {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "momentum", "LR", "0.1", "STATE", "bad:a"}, "INVALID", "params"},
@@ -506,8 +487,11 @@ static void test_bad_input(redisContext *c) {
         {{"SPIRT.UPDATE", "bad:a", "bad:missing", "OPT", "sgd", "LR", "0.1"}, "NOKEY", "grad"},
         {{"SPIRT.UPDATE", "bad:a", "bad:string", "OPT", "sgd", "LR", "0.1"}, "WRONGTYPE", "grad"},
         {{"SPIRT.UPDATE", "bad:a", "bad:wide", "OPT", "sgd", "LR", "0.1"}, "SHAPE", "grad"},
-        {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "momentum", "LR", "0.1", "STATE", "bad:string"}, "WRONGTYPE", "state"},
-        {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "adam", "LR", "0.1", "STEP", "1", "STATE", "bad:wide"}, "SHAPE",
+        {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "momentum", "LR", "0.1", "STATE", "bad:string"},
+         "WRONGTYPE",
+         "state"},
+        {{"SPIRT.UPDATE", "bad:a", "bad:b", "OPT", "adam", "LR", "0.1", "STEP", "1", "STATE", "bad:wide"},
+         "SHAPE",
          "needs (8)"},
         /* Results that would overflow float32 are refused. */
         {{"SPIRT.UPDATE", "bad:huge", "bad:minus-huge", "OPT", "sgd", "LR", "1"}, "NONFINITE", "overflow"},
@@ -528,7 +512,7 @@ static void test_bad_input(redisContext *c) {
     expect_error(c, 6, argv, lengths, "NONFINITE", "value 3 is -infinity");
 
     /* Nothing was written by any of the failures above. */
-    redisReply *exists = run(c, "EXISTS", "bad:out", "k", "bad:nan", "bad:s", NULL);
+    redisReply *exists = module_test_command(c, "EXISTS", "bad:out", "k", "bad:nan", "bad:s", NULL);
     CHECK(exists && exists->type == REDIS_REPLY_INTEGER && exists->integer == 0);
     if (exists) freeReplyObject(exists);
     size_t count;
@@ -538,7 +522,7 @@ static void test_bad_input(redisContext *c) {
 
     /* The mean of the largest floats is either refused or finite: a
      * non-finite value never reaches the database. */
-    redisReply *mean = run(c, "SPIRT.AVG", "bad:mean", "bad:max", "bad:max", NULL);
+    redisReply *mean = module_test_command(c, "SPIRT.AVG", "bad:mean", "bad:max", "bad:max", NULL);
     float *stored = module_test_tget(c, "bad:mean", &count);
     CHECK((module_test_is_ok(mean) && stored && isfinite(stored[0])) ||
           (module_test_is_error(mean, "NONFINITE") && stored == NULL));
@@ -555,19 +539,20 @@ static void test_multi_and_lua(redisContext *c) {
     module_test_random(b, D, 701, 1.0);
     CHECK(module_test_tset_vector(c, "tx:a", a, D));
     CHECK(module_test_tset_vector(c, "tx:b", b, D));
-    CHECK(run_ok(c, "SPIRT.AVG", "tx:direct", "tx:a", "tx:b", NULL));
-    CHECK(run_ok(c, "MULTI", NULL));
-    redisReply *queued = run(c, "SPIRT.AVG", "tx:multi", "tx:a", "tx:b", NULL);
+    CHECK(module_test_ok(c, "SPIRT.AVG", "tx:direct", "tx:a", "tx:b", NULL));
+    CHECK(module_test_ok(c, "MULTI", NULL));
+    redisReply *queued = module_test_command(c, "SPIRT.AVG", "tx:multi", "tx:a", "tx:b", NULL);
     CHECK(queued && queued->type == REDIS_REPLY_STATUS && strcmp(queued->str, "QUEUED") == 0);
     if (queued) freeReplyObject(queued);
-    queued = run(c, "SPIRT.UPDATE", "tx:a", "tx:b", "OPT", "momentum", "LR", "0.1", "STATE", "tx:state", NULL);
+    queued = module_test_command(c, "SPIRT.UPDATE", "tx:a", "tx:b", "OPT", "momentum", "LR", "0.1", "STATE", "tx:state",
+                                 NULL);
     if (queued) freeReplyObject(queued);
-    redisReply *exec = run(c, "EXEC", NULL);
+    redisReply *exec = module_test_command(c, "EXEC", NULL);
     CHECK(exec && exec->type == REDIS_REPLY_ARRAY && exec->elements == 2 && module_test_is_ok(exec->element[0]) &&
           module_test_is_ok(exec->element[1]));
     if (exec) freeReplyObject(exec);
-    redisReply *script = run(c, "EVAL", "return redis.call('SPIRT.AVG', KEYS[1], KEYS[2], KEYS[3])", "3", "tx:lua",
-                             "tx:direct", "tx:direct", NULL);
+    redisReply *script = module_test_command(c, "EVAL", "return redis.call('SPIRT.AVG', KEYS[1], KEYS[2], KEYS[3])",
+                                             "3", "tx:lua", "tx:direct", "tx:direct", NULL);
     CHECK(module_test_is_ok(script));
     if (script) freeReplyObject(script);
     size_t count;
@@ -588,7 +573,7 @@ static void test_multi_and_lua(redisContext *c) {
 static redisContext *connect_as(const TestRedis *server, const char *user, const char *password) {
     redisContext *context = test_redis_connect(server);
     if (context == NULL) return NULL;
-    redisReply *reply = run(context, "AUTH", user, password, NULL);
+    redisReply *reply = module_test_command(context, "AUTH", user, password, NULL);
     int ok = module_test_is_ok(reply);
     if (reply) freeReplyObject(reply);
     if (!ok) {
@@ -598,22 +583,19 @@ static redisContext *connect_as(const TestRedis *server, const char *user, const
     return context;
 }
 
-static void expect_noperm(redisContext *c, int should_pass, const char *first, ...) __attribute__((sentinel));
-static void expect_noperm(redisContext *c, int should_pass, const char *first, ...) {
-    const char *argv[32];
-    int argc = 0;
-    va_list args;
-    va_start(args, first);
-    for (const char *argument = first; argument && argc < 32; argument = va_arg(args, const char *))
-        argv[argc++] = argument;
-    va_end(args);
-    redisReply *reply = redisCommandArgv(c, argc, argv, NULL);
+/* Takes (and frees) the reply of a command a user ran: it must have passed,
+ * or have been refused with NOPERM. */
+static void expect_access(redisReply *reply, int should_pass, const char *what) {
     int refused = module_test_is_error(reply, "NOPERM");
     int passed = reply && reply->type != REDIS_REPLY_ERROR;
-    CHECKF(should_pass ? passed : refused, "%s %s: %s (expected %s)", argv[0], argv[1],
-           reply && reply->str ? reply->str : "reply", should_pass ? "to pass" : "NOPERM");
+    CHECKF(should_pass ? passed : refused, "%s: %s (expected %s)", what, reply && reply->str ? reply->str : "reply",
+           should_pass ? "to pass" : "NOPERM");
     if (reply) freeReplyObject(reply);
 }
+
+/* A command as an ACL user, expected to pass (1) or to be refused (0). */
+#define EXPECT_ACCESS(context, should_pass, ...)                                                                       \
+    expect_access(module_test_command((context), __VA_ARGS__, NULL), (should_pass), #__VA_ARGS__)
 
 static void test_acl(const TestRedis *server, redisContext *admin) {
     test_begin("ACL: key specs let read-only key patterns (%R~) run the commands that only read them");
@@ -621,34 +603,32 @@ static void test_acl(const TestRedis *server, redisContext *admin) {
     module_test_random(values, D, 800, 1.0);
     CHECK(module_test_tset_vector(admin, "acl:g1", values, D));
     CHECK(module_test_tset_vector(admin, "acl:g2", values, D));
-    CHECK(run_ok(admin, "ACL", "SETUSER", "peer", "on", ">peer-secret", "resetkeys", "%R~*", "%RW~out:*", "-@all",
-                 "+spirt.tget", "+spirt.info", "+spirt.minfo", "+spirt.avg", "+spirt.agg", "+spirt.update",
-                 "+spirt.tset", "+ping", NULL));
-    CHECK(run_ok(admin, "ACL", "SETUSER", "reader", "on", ">reader-secret", "resetkeys", "%R~*", "-@all",
-                 "+spirt.tget", "+spirt.info", "+spirt.minfo", "+spirt.avg", "+ping", NULL));
+    CHECK(module_test_ok(admin, "ACL", "SETUSER", "peer", "on", ">peer-secret", "resetkeys", "%R~*", "%RW~out:*",
+                         "-@all", "+spirt.tget", "+spirt.info", "+spirt.minfo", "+spirt.avg", "+spirt.agg",
+                         "+spirt.update", "+spirt.tset", "+ping", NULL));
+    CHECK(module_test_ok(admin, "ACL", "SETUSER", "reader", "on", ">reader-secret", "resetkeys", "%R~*", "-@all",
+                         "+spirt.tget", "+spirt.info", "+spirt.minfo", "+spirt.avg", "+ping", NULL));
     redisContext *peer = connect_as(server, "peer", "peer-secret");
     redisContext *reader = connect_as(server, "reader", "reader-secret");
     CHECK(peer && reader);
     if (peer && reader) {
-        expect_noperm(reader, 1, "SPIRT.TGET", "acl:g1", NULL);
-        expect_noperm(reader, 1, "SPIRT.INFO", "acl:g1", NULL);
-        expect_noperm(reader, 1, "SPIRT.MINFO", "acl:g1", "acl:g2", NULL);
-        expect_noperm(reader, 0, "SPIRT.AVG", "acl:out", "acl:g1", "acl:g2", NULL);
+        EXPECT_ACCESS(reader, 1, "SPIRT.TGET", "acl:g1");
+        EXPECT_ACCESS(reader, 1, "SPIRT.INFO", "acl:g1");
+        EXPECT_ACCESS(reader, 1, "SPIRT.MINFO", "acl:g1", "acl:g2");
+        EXPECT_ACCESS(reader, 0, "SPIRT.AVG", "acl:out", "acl:g1", "acl:g2");
 
-        expect_noperm(peer, 1, "SPIRT.AVG", "out:avg", "acl:g1", "acl:g2", NULL);
-        expect_noperm(peer, 0, "SPIRT.AVG", "acl:g1", "acl:g1", "acl:g2", NULL);
-        expect_noperm(peer, 1, "SPIRT.AGG", "out:agg", "RULE", "median", "SRC", "2", "acl:g1", "acl:g2", NULL);
-        expect_noperm(peer, 0, "SPIRT.AGG", "acl:agg", "RULE", "median", "SRC", "2", "acl:g1", "acl:g2", NULL);
-        expect_noperm(peer, 1, "SPIRT.AGG", "out:cclip", "RULE", "cclip", "CENTER", "acl:g1", "SRC", "2", "acl:g1",
-                      "acl:g2", NULL);
-        expect_noperm(peer, 0, "SPIRT.TSET", "acl:g1", "FLOAT32", "1", "BLOB", "abcd", NULL);
-        expect_noperm(peer, 1, "SPIRT.TSET", "out:p", "FLOAT32", "1", "BLOB", "\x01\x02\x03\x04", NULL);
-        expect_noperm(peer, 1, "SPIRT.AVG", "out:p", "acl:g1", NULL);
-        expect_noperm(peer, 1, "SPIRT.UPDATE", "out:p", "acl:g1", "OPT", "momentum", "LR", "0.1", "STATE", "out:state",
-                      NULL);
-        expect_noperm(peer, 0, "SPIRT.UPDATE", "acl:g1", "acl:g2", "OPT", "sgd", "LR", "0.1", NULL);
-        expect_noperm(peer, 0, "SPIRT.UPDATE", "out:p", "acl:g1", "OPT", "momentum", "LR", "0.1", "STATE", "acl:state",
-                      NULL);
+        EXPECT_ACCESS(peer, 1, "SPIRT.AVG", "out:avg", "acl:g1", "acl:g2");
+        EXPECT_ACCESS(peer, 0, "SPIRT.AVG", "acl:g1", "acl:g1", "acl:g2");
+        EXPECT_ACCESS(peer, 1, "SPIRT.AGG", "out:agg", "RULE", "median", "SRC", "2", "acl:g1", "acl:g2");
+        EXPECT_ACCESS(peer, 0, "SPIRT.AGG", "acl:agg", "RULE", "median", "SRC", "2", "acl:g1", "acl:g2");
+        EXPECT_ACCESS(peer, 1, "SPIRT.AGG", "out:cclip", "RULE", "cclip", "CENTER", "acl:g1", "SRC", "2", "acl:g1",
+                      "acl:g2");
+        EXPECT_ACCESS(peer, 0, "SPIRT.TSET", "acl:g1", "FLOAT32", "1", "BLOB", "abcd");
+        EXPECT_ACCESS(peer, 1, "SPIRT.TSET", "out:p", "FLOAT32", "1", "BLOB", "\x01\x02\x03\x04");
+        EXPECT_ACCESS(peer, 1, "SPIRT.AVG", "out:p", "acl:g1");
+        EXPECT_ACCESS(peer, 1, "SPIRT.UPDATE", "out:p", "acl:g1", "OPT", "momentum", "LR", "0.1", "STATE", "out:state");
+        EXPECT_ACCESS(peer, 0, "SPIRT.UPDATE", "acl:g1", "acl:g2", "OPT", "sgd", "LR", "0.1");
+        EXPECT_ACCESS(peer, 0, "SPIRT.UPDATE", "out:p", "acl:g1", "OPT", "momentum", "LR", "0.1", "STATE", "acl:state");
     }
     if (peer) redisFree(peer);
     if (reader) redisFree(reader);
@@ -659,18 +639,18 @@ static void test_acl(const TestRedis *server, redisContext *admin) {
 static void run_scenario(redisContext *c) {
     static float inputs[5][D];
     store_sources(c, "same", 5, inputs, 900);
-    run_ok(c, "SPIRT.AVG", "same:avg", "same:0", "same:1", "same:2", "same:3", "same:4", NULL);
-    run_ok(c, "SPIRT.AGG", "same:median", "RULE", "median", "SRC", "5", "same:0", "same:1", "same:2", "same:3",
-           "same:4", NULL);
-    run_ok(c, "SPIRT.AGG", "same:geomed", "RULE", "geomed", "SRC", "5", "same:0", "same:1", "same:2", "same:3",
-           "same:4", NULL);
-    run_ok(c, "SPIRT.AGG", "same:cclip", "RULE", "cclip", "TAU", "0.5", "SRC", "5", "same:0", "same:1", "same:2",
-           "same:3", "same:4", NULL);
+    module_test_ok(c, "SPIRT.AVG", "same:avg", "same:0", "same:1", "same:2", "same:3", "same:4", NULL);
+    module_test_ok(c, "SPIRT.AGG", "same:median", "RULE", "median", "SRC", "5", "same:0", "same:1", "same:2", "same:3",
+                   "same:4", NULL);
+    module_test_ok(c, "SPIRT.AGG", "same:geomed", "RULE", "geomed", "SRC", "5", "same:0", "same:1", "same:2", "same:3",
+                   "same:4", NULL);
+    module_test_ok(c, "SPIRT.AGG", "same:cclip", "RULE", "cclip", "TAU", "0.5", "SRC", "5", "same:0", "same:1",
+                   "same:2", "same:3", "same:4", NULL);
     for (int t = 1; t <= 2; t++) {
         char step[16];
         snprintf(step, sizeof(step), "%d", t);
-        run_ok(c, "SPIRT.UPDATE", "same:0", "same:avg", "OPT", "adam", "LR", "0.01", "STEP", step, "STATE", "same:state",
-               NULL);
+        module_test_ok(c, "SPIRT.UPDATE", "same:0", "same:avg", "OPT", "adam", "LR", "0.01", "STEP", step, "STATE",
+                       "same:state", NULL);
     }
 }
 

@@ -20,17 +20,39 @@
 #include "spirt/rng.h"
 #include "test.h"
 
-static const char *const commands[] = {"SPIRT.TSET", "SPIRT.TGET", "SPIRT.INFO", "SPIRT.MINFO",
+static const char *const commands[] = {"SPIRT.TSET", "SPIRT.TGET", "SPIRT.INFO",  "SPIRT.MINFO",
                                        "SPIRT.AVG",  "SPIRT.AGG",  "SPIRT.UPDATE"};
 static const char *const words[] = {
-    "FLOAT32", "FLOAT64", "BLOB", "META", "FULL", "RULE", "SRC", "OPT", "LR", "MOMENTUM", "BETA1", "BETA2",
-    "EPS", "WD", "STEP", "STATE", "CENTER", "F", "TRIM", "M", "MAXITER", "TOL", "NU", "TAU", "ITERS", "PRE",
-    "NNM", "NONE", "REPORT", "YES", "NO", "mean", "median", "trimmed-mean", "krum", "multi-krum", "bulyan",
-    "geomed", "cclip", "sgd", "momentum", "nesterov", "adam", "adamw", "", "src", "rule"};
-static const char *const numbers[] = {"0", "1", "2", "3", "4", "-1", "0.5", "1e-8", "1e30", "-1e30", "nan", "inf",
-                                      "-inf", "1e400", "9223372036854775807", "-9223372036854775808",
-                                      "18446744073709551616", "4294967296", "2147483648", "0x10", "1.5", " 2",
-                                      "0.999", "100", "1000000"};
+    "FLOAT32",  "FLOAT64",  "BLOB",   "META",         "FULL",  "RULE",       "SRC",    "OPT",    "LR",     "MOMENTUM",
+    "BETA1",    "BETA2",    "EPS",    "WD",           "STEP",  "STATE",      "CENTER", "F",      "TRIM",   "M",
+    "MAXITER",  "TOL",      "NU",     "TAU",          "ITERS", "PRE",        "NNM",    "NONE",   "REPORT", "YES",
+    "NO",       "mean",     "median", "trimmed-mean", "krum",  "multi-krum", "bulyan", "geomed", "cclip",  "sgd",
+    "momentum", "nesterov", "adam",   "adamw",        "",      "src",        "rule"};
+static const char *const numbers[] = {"0",
+                                      "1",
+                                      "2",
+                                      "3",
+                                      "4",
+                                      "-1",
+                                      "0.5",
+                                      "1e-8",
+                                      "1e30",
+                                      "-1e30",
+                                      "nan",
+                                      "inf",
+                                      "-inf",
+                                      "1e400",
+                                      "9223372036854775807",
+                                      "-9223372036854775808",
+                                      "18446744073709551616",
+                                      "4294967296",
+                                      "2147483648",
+                                      "0x10",
+                                      "1.5",
+                                      " 2",
+                                      "0.999",
+                                      "100",
+                                      "1000000"};
 enum { KEY_POOL = 12 };
 
 typedef struct Argument {
@@ -114,8 +136,10 @@ static int make_random_command(Argument *arguments, SpirtRng *rng) {
     int extra = (int)rng_below(rng, 14);
     for (int i = 0; i < extra; i++) {
         /* Plausible structure often enough to get past the first checks. */
-        if (i == 0 || i == 1) set_key(&arguments[argc++], rng);
-        else set_random(&arguments[argc++], rng);
+        if (i == 0 || i == 1)
+            set_key(&arguments[argc++], rng);
+        else
+            set_random(&arguments[argc++], rng);
     }
     return argc;
 }
@@ -134,8 +158,8 @@ static void check_invariant(redisContext *c) {
         redisReply *full = module_test_command(c, "SPIRT.TGET", keys->element[i]->str, "FULL", NULL);
         const redisReply *count = module_test_field(full, "count"), *blob = module_test_field(full, "blob"),
                          *shape = module_test_field(full, "shape");
-        int ok = count && blob && shape && blob->len == (size_t)count->integer * sizeof(float) && shape->elements >= 1 &&
-                 shape->elements <= 4;
+        int ok = count && blob && shape && blob->len == (size_t)count->integer * sizeof(float) &&
+                 shape->elements >= 1 && shape->elements <= 4;
         long long product = 1;
         for (size_t d = 0; ok && d < shape->elements; d++) product *= shape->element[d]->integer;
         ok = ok && product == count->integer;
@@ -184,8 +208,10 @@ int main(void) {
             lost++;
             fprintf(stderr, "  command %ld (%s, %d arguments) lost the connection\n", n, argv[0], argc);
         } else {
-            if (reply->type == REDIS_REPLY_ERROR) errors++;
-            else successes++;
+            if (reply->type == REDIS_REPLY_ERROR)
+                errors++;
+            else
+                successes++;
             freeReplyObject(reply);
         }
         for (int i = 0; i < argc; i++) free(arguments[i].bytes);

@@ -21,7 +21,7 @@
 #include "spirt/clock.h"
 #include "test.h"
 
-static const char *const tensor_keys[] = {"p:vector", "p:matrix", "p:cube", "p:four", "p:special", "p:avg",
+static const char *const tensor_keys[] = {"p:vector", "p:matrix", "p:cube",  "p:four",    "p:special", "p:avg",
                                           "p:agg",    "p:params", "p:state", "p:big-avg", "p:big-agg"};
 enum { KEY_COUNT = sizeof(tensor_keys) / sizeof(tensor_keys[0]) };
 
@@ -30,13 +30,6 @@ typedef struct Snapshot {
     size_t counts[KEY_COUNT];
     char digest[64]; /* DEBUG DIGEST of the whole dataset */
 } Snapshot;
-
-static int ok_reply(redisReply *reply) {
-    int ok = module_test_is_ok(reply);
-    if (!ok) fprintf(stderr, "  reply: %s\n", reply && reply->str ? reply->str : "?");
-    if (reply) freeReplyObject(reply);
-    return ok;
-}
 
 /* Tensors of every rank, special values, and results of every command,
  * small ones inline and big ones on worker threads. */
@@ -50,15 +43,14 @@ static void populate(redisContext *c) {
     CHECK(module_test_tset(c, "p:four", values, 4, four));
     float special[6] = {-0.0f, FLT_MAX, -FLT_MAX, 1e-45f, FLT_MIN, 0.1f};
     CHECK(module_test_tset_vector(c, "p:special", special, 6));
-    CHECK(ok_reply(module_test_command(c, "SPIRT.AVG", "p:avg", "p:vector", "p:vector", NULL)));
-    CHECK(ok_reply(module_test_command(c, "SPIRT.AGG", "p:agg", "RULE", "median", "SRC", "3", "p:vector", "p:avg",
-                                       "p:vector", NULL)));
+    CHECK(module_test_ok(c, "SPIRT.AVG", "p:avg", "p:vector", "p:vector", NULL));
+    CHECK(module_test_ok(c, "SPIRT.AGG", "p:agg", "RULE", "median", "SRC", "3", "p:vector", "p:avg", "p:vector", NULL));
     CHECK(module_test_tset_vector(c, "p:params", values, 96));
     for (int t = 1; t <= 2; t++) {
         char step[16];
         snprintf(step, sizeof(step), "%d", t);
-        CHECK(ok_reply(module_test_command(c, "SPIRT.UPDATE", "p:params", "p:agg", "OPT", "adam", "LR", "0.01", "STEP",
-                                           step, "STATE", "p:state", NULL)));
+        CHECK(module_test_ok(c, "SPIRT.UPDATE", "p:params", "p:agg", "OPT", "adam", "LR", "0.01", "STEP", step, "STATE",
+                             "p:state", NULL));
     }
     enum { BIG = 300000 };
     float *big = malloc(BIG * sizeof(float));
@@ -67,16 +59,17 @@ static void populate(redisContext *c) {
     module_test_random(big, BIG, 3, 1.0);
     CHECK(module_test_tset_vector(c, "p:big-2", big, BIG));
     free(big);
-    CHECK(ok_reply(module_test_command(c, "SPIRT.AVG", "p:big-avg", "p:big-1", "p:big-2", NULL)));
-    CHECK(ok_reply(module_test_command(c, "SPIRT.AGG", "p:big-agg", "RULE", "geomed", "SRC", "3", "p:big-1", "p:big-2",
-                                       "p:big-avg", NULL)));
+    CHECK(module_test_ok(c, "SPIRT.AVG", "p:big-avg", "p:big-1", "p:big-2", NULL));
+    CHECK(module_test_ok(c, "SPIRT.AGG", "p:big-agg", "RULE", "geomed", "SRC", "3", "p:big-1", "p:big-2", "p:big-avg",
+                         NULL));
 }
 
 static void take_snapshot(redisContext *c, Snapshot *snapshot) {
     memset(snapshot, 0, sizeof(*snapshot));
     for (int i = 0; i < KEY_COUNT; i++) snapshot->values[i] = module_test_tget(c, tensor_keys[i], &snapshot->counts[i]);
     redisReply *digest = module_test_command(c, "DEBUG", "DIGEST", NULL);
-    if (digest && digest->type == REDIS_REPLY_STATUS) snprintf(snapshot->digest, sizeof(snapshot->digest), "%s", digest->str);
+    if (digest && digest->type == REDIS_REPLY_STATUS)
+        snprintf(snapshot->digest, sizeof(snapshot->digest), "%s", digest->str);
     if (digest) freeReplyObject(digest);
 }
 
@@ -97,33 +90,63 @@ static void check_same(redisContext *c, const Snapshot *before, const char *what
     free_snapshot(&after);
 }
 
+/* How a test starts its server: module arguments, server options, AOF,
+ * and the data folder kept across restarts. */
+typedef struct Setup {
+    const char *const *module_arguments;
+    const char *const *options;
+    int appendonly;
+    const char *dir;
+} Setup;
+
+/* Starts a server as `setup` says and connects; NULL (server stopped) on
+ * failure. */
+static redisContext *start_connected(TestRedis *server, const Setup *setup) {
+    if (module_test_start(server, setup->module_arguments, setup->options, setup->appendonly, setup->dir) != 0)
+        return NULL;
+    redisContext *c = test_redis_connect(server);
+    if (c == NULL) test_redis_stop(server);
+    CHECK(c != NULL);
+    return c;
+}
+
+/* Starts the server again on its folder and checks that it holds `before`.
+ * Returns the connection, or NULL (server stopped). */
+static redisContext *restart_and_compare(TestRedis *server, const Setup *setup, const Snapshot *before,
+                                         const char *what) {
+    redisContext *c = start_connected(server, setup);
+    if (c) check_same(c, before, what);
+    return c;
+}
+
+static void stop_connected(TestRedis *server, redisContext *c) {
+    if (c) redisFree(c);
+    test_redis_stop(server);
+}
+
+static const char *const mixed[] = {"INLINE_MAX", "100000", NULL};
+
 static void test_rdb(void) {
-    test_begin("RDB: SAVE and restart give back bit-identical tensors");
+    test_begin("RDB: SAVE and restart (and DEBUG RELOAD) give back bit-identical tensors");
     char dir[512];
     test_temp_path(dir, sizeof(dir), "rdb");
+    const Setup setup = {mixed, NULL, 0, dir};
     TestRedis server;
-    if (module_test_start(&server, (const char *const[]){"INLINE_MAX", "100000", NULL}, NULL, 0, dir) != 0) return;
-    redisContext *c = test_redis_connect(&server);
+    redisContext *c = start_connected(&server, &setup);
+    if (c == NULL) return;
     Snapshot before;
-    memset(&before, 0, sizeof(before));
+    populate(c);
+    take_snapshot(c, &before);
+    CHECK(module_test_ok(c, "SAVE", NULL));
+    stop_connected(&server, c);
+    c = restart_and_compare(&server, &setup, &before, "after RDB restart");
     if (c) {
-        populate(c);
-        take_snapshot(c, &before);
-        CHECK(ok_reply(module_test_command(c, "SAVE", NULL)));
-        redisFree(c);
+        /* DEBUG RELOAD saves and loads within the running server. */
+        CHECK(module_test_ok(c, "DEBUG", "RELOAD", NULL));
+        check_same(c, &before, "after DEBUG RELOAD");
     }
-    test_redis_stop(&server);
-    if (module_test_start(&server, NULL, NULL, 0, dir) != 0) {
-        free_snapshot(&before);
-        return;
-    }
-    c = test_redis_connect(&server);
-    if (c) {
-        check_same(c, &before, "after RDB restart");
-        redisFree(c);
-    }
+    stop_connected(&server, c);
     free_snapshot(&before);
-    test_redis_stop(&server);
 }
 
 static int wait_rewrite(redisContext *c) {
@@ -141,45 +164,29 @@ static void test_aof(void) {
     char dir[512];
     test_temp_path(dir, sizeof(dir), "aof");
     static const char *const aof_options[] = {"--aof-use-rdb-preamble", "no", "--appendfsync", "always", NULL};
-    static const char *const mixed[] = {"INLINE_MAX", "100000", NULL};
+    const Setup setup = {mixed, aof_options, 1, dir};
     TestRedis server;
-    if (module_test_start(&server, mixed, aof_options, 1, dir) != 0) return;
-    redisContext *c = test_redis_connect(&server);
+    redisContext *c = start_connected(&server, &setup);
+    if (c == NULL) return;
     Snapshot before;
-    memset(&before, 0, sizeof(before));
-    if (c) {
-        populate(c);
-        take_snapshot(c, &before);
-        redisFree(c);
-    }
+    populate(c);
+    take_snapshot(c, &before);
+    redisFree(c);
     test_redis_kill(&server); /* a crash: only what reached the AOF counts */
-    if (module_test_start(&server, mixed, aof_options, 1, dir) != 0) {
-        free_snapshot(&before);
-        return;
-    }
-    c = test_redis_connect(&server);
+    c = restart_and_compare(&server, &setup, &before, "after AOF replay");
     if (c) {
-        check_same(c, &before, "after AOF replay");
         redisReply *rewrite = module_test_command(c, "BGREWRITEAOF", NULL);
         CHECK(rewrite && rewrite->type == REDIS_REPLY_STATUS);
         if (rewrite) freeReplyObject(rewrite);
         CHECK(wait_rewrite(c));
-        /* A write after the rewrite lands in the new incremental file. */
-        CHECK(ok_reply(module_test_command(c, "SPIRT.AVG", "p:avg", "p:agg", "p:vector", NULL)));
-        CHECK(ok_reply(module_test_command(c, "SPIRT.UPDATE", "p:params", "p:agg", "OPT", "adam", "LR", "0.01", "STEP",
-                                           "3", "STATE", "p:state", NULL)));
+        /* Writes after the rewrite land in the new incremental file. */
+        CHECK(module_test_ok(c, "SPIRT.AVG", "p:avg", "p:agg", "p:vector", NULL));
+        CHECK(module_test_ok(c, "SPIRT.UPDATE", "p:params", "p:agg", "OPT", "adam", "LR", "0.01", "STEP", "3", "STATE",
+                             "p:state", NULL));
         free_snapshot(&before);
         take_snapshot(c, &before);
-        redisFree(c);
-    }
-    test_redis_stop(&server);
-    if (module_test_start(&server, mixed, aof_options, 1, dir) == 0) {
-        c = test_redis_connect(&server);
-        if (c) {
-            check_same(c, &before, "after AOF rewrite and restart");
-            redisFree(c);
-        }
-        test_redis_stop(&server);
+        stop_connected(&server, c);
+        stop_connected(&server, restart_and_compare(&server, &setup, &before, "after AOF rewrite and restart"));
     }
     free_snapshot(&before);
 }
@@ -285,8 +292,8 @@ static void test_restore_payloads(void) {
     uint64_t shape[2] = {2, 3};
     CHECK(module_test_tset(c, "r:source", values, 2, shape));
     redisReply *dump = module_test_command(c, "DUMP", "r:source", NULL);
-    CHECK(dump && dump->type == REDIS_REPLY_STRING && dump->len > 20 && (unsigned char)dump->str[0] == RDB_TYPE_MODULE_2 &&
-          (unsigned char)dump->str[1] == 0x81);
+    CHECK(dump && dump->type == REDIS_REPLY_STRING && dump->len > 20 &&
+          (unsigned char)dump->str[0] == RDB_TYPE_MODULE_2 && (unsigned char)dump->str[1] == 0x81);
     if (dump && dump->type == REDIS_REPLY_STRING && dump->len > 20) {
         uint64_t module_id = 0;
         for (int i = 0; i < 8; i++) module_id = (module_id << 8) | (unsigned char)dump->str[2 + i];
@@ -295,7 +302,7 @@ static void test_restore_payloads(void) {
         /* The real payload restores to an identical tensor. */
         Payload real = {.length = dump->len};
         memcpy(real.bytes, dump->str, dump->len);
-        CHECK(ok_reply(restore(c, "r:copy", &real)));
+        CHECK(module_test_reply_ok(restore(c, "r:copy", &real)));
         size_t count = 0;
         float *back = module_test_tget(c, "r:copy", &count);
         CHECK(back && count == 6 && memcmp(back, values, sizeof(values)) == 0);
@@ -310,8 +317,8 @@ static void test_restore_payloads(void) {
         cases[n] = good, cases[n].encoding_version = 2, names[n++] = "unknown encoding version";
         cases[n] = good, cases[n].dtype = 2, names[n++] = "unknown dtype";
         cases[n] = good, cases[n].ndim = 0, cases[n].dims_given = 0, names[n++] = "zero dimensions";
-        cases[n] = good, cases[n].ndim = 5, cases[n].dims_given = 5, cases[n].dims[2] = cases[n].dims[3] = cases[n].dims[4] = 1,
-        names[n++] = "five dimensions";
+        cases[n] = good, cases[n].ndim = 5, cases[n].dims_given = 5,
+        cases[n].dims[2] = cases[n].dims[3] = cases[n].dims[4] = 1, names[n++] = "five dimensions";
         cases[n] = good, cases[n].dims[0] = 0, names[n++] = "a zero dimension";
         cases[n] = good, cases[n].dims[0] = 1ULL << 40, cases[n].dims[1] = 1ULL << 40, names[n++] = "a shape too large";
         cases[n] = good, cases[n].value_bytes = 20, names[n++] = "values shorter than the shape";
@@ -340,9 +347,14 @@ static void test_restore_payloads(void) {
     CHECK(test_redis_alive(&server));
     test_redis_stop(&server);
     /* Each refusal was the loader's own check, as its log lines say. */
-    static const char *const reasons[] = {"encoding version 2 is unknown", "dtype 2 is unknown", "with 0 dimensions",
-                                          "with 5 dimensions", "dimension 0 is 0", "too large",
-                                          "payload has 20 bytes, its shape needs 24", "value 3 is not finite"};
+    static const char *const reasons[] = {"encoding version 2 is unknown",
+                                          "dtype 2 is unknown",
+                                          "with 0 dimensions",
+                                          "with 5 dimensions",
+                                          "dimension 0 is 0",
+                                          "too large",
+                                          "payload has 20 bytes, its shape needs 24",
+                                          "value 3 is not finite"};
     FILE *log = fopen(server.log_path, "r");
     static char text[1 << 16];
     size_t length = log ? fread(text, 1, sizeof(text) - 1, log) : 0;
@@ -367,7 +379,6 @@ static int wait_link_up(redisContext *replica) {
 
 static void test_replication(void) {
     test_begin("replication: AVG, AGG and UPDATE reach a replica bit for bit");
-    static const char *const mixed[] = {"INLINE_MAX", "100000", NULL};
     static const char *const master_options[] = {"--repl-diskless-sync-delay", "0", NULL};
     TestRedis master, replica;
     if (module_test_start(&master, mixed, master_options, 0, NULL) != 0) return;
@@ -383,10 +394,10 @@ static void test_replication(void) {
         populate(m);
         /* A second round on top, so that the replica applies updates of
          * tensors it already holds. */
-        CHECK(ok_reply(module_test_command(m, "SPIRT.UPDATE", "p:params", "p:avg", "OPT", "adam", "LR", "0.01", "STEP",
-                                           "3", "STATE", "p:state", NULL)));
-        CHECK(ok_reply(module_test_command(m, "SPIRT.AGG", "p:big-agg", "RULE", "trimmed-mean", "TRIM", "1", "SRC", "4",
-                                           "p:big-1", "p:big-2", "p:big-avg", "p:big-agg", NULL)));
+        CHECK(module_test_ok(m, "SPIRT.UPDATE", "p:params", "p:avg", "OPT", "adam", "LR", "0.01", "STEP", "3", "STATE",
+                             "p:state", NULL));
+        CHECK(module_test_ok(m, "SPIRT.AGG", "p:big-agg", "RULE", "trimmed-mean", "TRIM", "1", "SRC", "4", "p:big-1",
+                             "p:big-2", "p:big-avg", "p:big-agg", NULL));
         redisReply *waited = module_test_command(m, "WAIT", "1", "10000", NULL);
         CHECK(waited && waited->type == REDIS_REPLY_INTEGER && waited->integer == 1);
         if (waited) freeReplyObject(waited);

@@ -42,7 +42,8 @@ static void store_random(redisContext *c, const char *key, size_t count, uint64_
     free(values);
 }
 
-/* A command long enough to watch: geomed with no early stop. */
+/* A command long enough to watch: centered clipping runs exactly ITERS
+ * passes over the inputs (geomed may stop early once it converges). */
 static void append_long_agg(redisContext *c, const char *destination, const char *prefix, int n) {
     const char *argv[40];
     char keys[16][32];
@@ -51,11 +52,11 @@ static void append_long_agg(redisContext *c, const char *destination, const char
     argv[argc++] = "SPIRT.AGG";
     argv[argc++] = destination;
     argv[argc++] = "RULE";
-    argv[argc++] = "geomed";
-    argv[argc++] = "MAXITER";
-    argv[argc++] = "400";
-    argv[argc++] = "TOL";
-    argv[argc++] = "0";
+    argv[argc++] = "cclip";
+    argv[argc++] = "ITERS";
+    argv[argc++] = "1500";
+    argv[argc++] = "TAU";
+    argv[argc++] = "0.5";
     argv[argc++] = "SRC";
     snprintf(count, sizeof(count), "%d", n);
     argv[argc++] = count;
@@ -66,6 +67,17 @@ static void append_long_agg(redisContext *c, const char *destination, const char
     redisAppendCommandArgv(c, argc, argv, NULL);
 }
 
+/* Two connections: one runs the long command, the other watches. */
+static int open_pair(const TestRedis *server, redisContext **worker, redisContext **other) {
+    *worker = test_redis_connect(server);
+    *other = test_redis_connect(server);
+    CHECK(*worker && *other);
+    if (*worker && *other) return 1;
+    if (*worker) redisFree(*worker);
+    if (*other) redisFree(*other);
+    return 0;
+}
+
 static redisReply *read_reply(redisContext *c) {
     redisReply *reply = NULL;
     if (redisGetReply(c, (void **)&reply) != REDIS_OK) return NULL;
@@ -74,9 +86,8 @@ static redisReply *read_reply(redisContext *c) {
 
 static void test_ping_during_agg(const TestRedis *server) {
     test_begin("PING on another connection is answered before a long SPIRT.AGG replies");
-    redisContext *worker = test_redis_connect(server), *other = test_redis_connect(server);
-    CHECK(worker && other);
-    if (!worker || !other) return;
+    redisContext *worker, *other;
+    if (!open_pair(server, &worker, &other)) return;
     enum { N = 8, COUNT = 50000 };
     for (int i = 0; i < N; i++) {
         char key[32];
@@ -93,9 +104,7 @@ static void test_ping_during_agg(const TestRedis *server) {
     CHECK(pongs == 5);
     CHECK(!reply_pending(worker));
     CHECK(module_test_info_field(other, "clients", "blocked_clients") == 1);
-    redisReply *reply = read_reply(worker);
-    CHECK(module_test_is_ok(reply));
-    if (reply) freeReplyObject(reply);
+    CHECK(module_test_reply_ok(read_reply(worker)));
     size_t count = 0;
     float *result = module_test_tget(other, "long:out", &count);
     CHECK(result && count == COUNT);
@@ -106,9 +115,8 @@ static void test_ping_during_agg(const TestRedis *server) {
 
 static void test_snapshot_semantics(const TestRedis *server) {
     test_begin("a command computes on its sources as they were when it started");
-    redisContext *worker = test_redis_connect(server), *other = test_redis_connect(server);
-    CHECK(worker && other);
-    if (!worker || !other) return;
+    redisContext *worker, *other;
+    if (!open_pair(server, &worker, &other)) return;
     enum { N = 6, COUNT = 40000 };
     for (int i = 0; i < N; i++) {
         char key[32], backup[32];
@@ -128,16 +136,13 @@ static void test_snapshot_semantics(const TestRedis *server) {
     redisReply *deleted = module_test_command(other, "DEL", "snap:2", NULL);
     CHECK(deleted && deleted->integer == 1);
     if (deleted) freeReplyObject(deleted);
-    redisReply *reply = read_reply(worker);
-    CHECK(module_test_is_ok(reply));
-    if (reply) freeReplyObject(reply);
+    CHECK(module_test_reply_ok(read_reply(worker)));
     /* The same rule over untouched copies of the old values: same bits. */
     append_long_agg(worker, "snap:reference", "keep", N);
-    reply = read_reply(worker);
-    CHECK(module_test_is_ok(reply));
-    if (reply) freeReplyObject(reply);
+    CHECK(module_test_reply_ok(read_reply(worker)));
     size_t count_a = 0, count_b = 0;
-    float *got = module_test_tget(other, "snap:out", &count_a), *want = module_test_tget(other, "snap:reference", &count_b);
+    float *got = module_test_tget(other, "snap:out", &count_a),
+          *want = module_test_tget(other, "snap:reference", &count_b);
     CHECK(got && want && count_a == count_b && memcmp(got, want, count_a * sizeof(float)) == 0);
     free(got);
     free(want);
@@ -147,9 +152,8 @@ static void test_snapshot_semantics(const TestRedis *server) {
 
 static void test_update_conflict(const TestRedis *server) {
     test_begin("an UPDATE whose parameters are replaced while it runs writes nothing (CONFLICT)");
-    redisContext *worker = test_redis_connect(server), *other = test_redis_connect(server);
-    CHECK(worker && other);
-    if (!worker || !other) return;
+    redisContext *worker, *other;
+    if (!open_pair(server, &worker, &other)) return;
     /* Big enough that the step is still running when TSET arrives; retried
      * larger if the machine was too quick to catch it. */
     int caught = 0;
@@ -158,8 +162,8 @@ static void test_update_conflict(const TestRedis *server) {
         store_random(other, "conflict:g", count, 31);
         redisReply *gone = module_test_command(other, "DEL", "conflict:state", NULL);
         if (gone) freeReplyObject(gone);
-        const char *argv[] = {"SPIRT.UPDATE", "conflict:p", "conflict:g", "OPT", "adam", "LR", "0.1", "STEP", "1",
-                              "STATE", "conflict:state"};
+        const char *argv[] = {"SPIRT.UPDATE", "conflict:p", "conflict:g", "OPT",   "adam",          "LR",
+                              "0.1",          "STEP",       "1",          "STATE", "conflict:state"};
         redisAppendCommandArgv(worker, 11, argv, NULL);
         int done = 0;
         while (!done) redisBufferWrite(worker, &done);
@@ -193,9 +197,8 @@ static void test_update_conflict(const TestRedis *server) {
 
 static void test_disconnect(const TestRedis *server) {
     test_begin("a client that disconnects during a command: nothing written, server fine");
-    redisContext *worker = test_redis_connect(server), *other = test_redis_connect(server);
-    CHECK(worker && other);
-    if (!worker || !other) return;
+    redisContext *worker, *other;
+    if (!open_pair(server, &worker, &other)) return;
     long long memory_before = module_test_info_field(other, "memory", "used_memory");
     append_long_agg(worker, "gone:out", "long", 8);
     int done = 0;
@@ -242,11 +245,10 @@ static void test_many_concurrent(const TestRedis *server) {
     }
     for (int i = 0; i < CLIENTS; i++) {
         if (!clients[i]) continue;
-        redisReply *first = read_reply(clients[i]), *second = read_reply(clients[i]);
-        CHECK(module_test_is_ok(first));
-        CHECK(second && second->type == REDIS_REPLY_ARRAY);
-        if (first) freeReplyObject(first);
-        if (second) freeReplyObject(second);
+        CHECK(module_test_reply_ok(read_reply(clients[i])));
+        redisReply *info = read_reply(clients[i]);
+        CHECK(info && info->type == REDIS_REPLY_ARRAY);
+        if (info) freeReplyObject(info);
         char destination[32];
         snprintf(destination, sizeof(destination), "many:out:%d", i);
         size_t count = 0;
@@ -266,6 +268,63 @@ static void test_many_concurrent(const TestRedis *server) {
     redisFree(admin);
 }
 
+static void test_notifications(const TestRedis *server) {
+    test_begin("keyspace events: a subscriber hears spirt.tset, spirt.avg and spirt.update");
+    redisContext *client, *subscriber;
+    if (!open_pair(server, &client, &subscriber)) return;
+    CHECK(module_test_ok(client, "CONFIG", "SET", "notify-keyspace-events", "Kd", NULL));
+    redisReply *subscribed = module_test_command(subscriber, "PSUBSCRIBE", "__keyspace@0__:note:*", NULL);
+    CHECK(subscribed && subscribed->type == REDIS_REPLY_ARRAY);
+    if (subscribed) freeReplyObject(subscribed);
+    store_random(client, "note:g", 1000, 50);
+    CHECK(module_test_ok(client, "SPIRT.AVG", "note:avg", "note:g", "note:g", NULL));
+    CHECK(module_test_ok(client, "SPIRT.UPDATE", "note:g", "note:avg", "OPT", "sgd", "LR", "0.1", NULL));
+    static const char *const expected[][2] = {
+        {"__keyspace@0__:note:g", "spirt.tset"},
+        {"__keyspace@0__:note:avg", "spirt.avg"},
+        {"__keyspace@0__:note:g", "spirt.update"},
+    };
+    for (int i = 0; i < 3; i++) {
+        redisReply *message = read_reply(subscriber);
+        int ok = message && message->type == REDIS_REPLY_ARRAY && message->elements == 4 &&
+                 strcmp(message->element[2]->str, expected[i][0]) == 0 &&
+                 strcmp(message->element[3]->str, expected[i][1]) == 0;
+        CHECKF(ok, "event %d: expected %s on %s", i, expected[i][1], expected[i][0]);
+        if (message) freeReplyObject(message);
+    }
+    CHECK(module_test_ok(client, "CONFIG", "SET", "notify-keyspace-events", "", NULL));
+    redisFree(client);
+    redisFree(subscriber);
+}
+
+static void test_block_cache(const TestRedis *server) {
+    test_begin("block cache: a freed big tensor's block is kept, reused, and bounded");
+    redisContext *c = test_redis_connect(server);
+    CHECK(c != NULL);
+    if (!c) return;
+    enum { COUNT = 1 << 20 }; /* 4 MiB */
+    CHECK(module_test_ok(c, "FLUSHALL", NULL));
+    store_random(c, "cache:x", COUNT, 60);
+    long long before = module_test_info_field(c, "spirt", "spirt_cache_blocks");
+    store_random(c, "cache:x", COUNT, 61); /* the first tensor's block is released */
+    long long kept = module_test_info_field(c, "spirt", "spirt_cache_blocks");
+    CHECKF(kept == before + 1, "cache blocks %lld -> %lld", before, kept);
+    store_random(c, "cache:y", COUNT, 62); /* same size: takes the kept block */
+    CHECK(module_test_info_field(c, "spirt", "spirt_cache_blocks") == kept - 1);
+    for (int i = 0; i < 40; i++) store_random(c, "cache:z", COUNT + (size_t)i * 1024, 63);
+    long long blocks = module_test_info_field(c, "spirt", "spirt_cache_blocks");
+    long long bytes = module_test_info_field(c, "spirt", "spirt_cache_bytes");
+    long long limit = module_test_info_field(c, "spirt", "spirt_cache_max");
+    CHECKF(blocks <= 8 && bytes <= limit, "%lld blocks, %lld bytes (limit %lld)", blocks, bytes, limit);
+    size_t count = 0;
+    float *y = module_test_tget(c, "cache:y", &count), *expected = malloc(COUNT * sizeof(float));
+    module_test_random(expected, COUNT, 62, 1.0);
+    CHECK(y && count == COUNT && memcmp(y, expected, COUNT * sizeof(float)) == 0);
+    free(y);
+    free(expected);
+    redisFree(c);
+}
+
 int main(void) {
     /* Every command on a worker thread; one kernel thread keeps runs long
      * enough to watch on a fast machine. */
@@ -277,6 +336,8 @@ int main(void) {
     test_update_conflict(&server);
     test_disconnect(&server);
     test_many_concurrent(&server);
+    test_notifications(&server);
+    test_block_cache(&server);
     CHECK(test_redis_alive(&server));
     test_redis_stop(&server);
     return test_finish();

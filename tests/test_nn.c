@@ -19,6 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
+
+#include "nn/conv_gemm.h"
+#include "nn/gemm.h"
 #include "nn/layers.h"
 #include "nn_reference.h"
 #include "spirt/nn.h"
@@ -96,6 +100,169 @@ static double dot(const double *g, const double *y, size_t n) {
     return sum;
 }
 
+/* --- The matrix product --- */
+
+static double operand_element(const NnOperand *op, size_t r, size_t c) {
+    return op->kind == NN_OPERAND_DENSE ? op->data[r * op->stride + c] : op->data[c * op->stride + r];
+}
+
+/* An operand of rows x cols of the given kind over fresh random storage
+ * (the caller frees *storage); dense ones with a stride wider than needed. */
+static NnOperand make_operand(NnOperandKind kind, size_t rows, size_t cols, SpirtRng *rng, float **storage) {
+    size_t size = rows * (cols + 3);
+    *storage = malloc(size * sizeof(float));
+    fill_uniform(*storage, size, rng, -1, 1);
+    if (kind == NN_OPERAND_DENSE) return nn_operand_dense(*storage, cols + 3);
+    return nn_operand_transposed(*storage, rows);
+}
+
+static void check_gemm_case(size_t M, size_t N, size_t K, NnOperandKind kind_a, NnOperandKind kind_b,
+                            float *workspace, SpirtRng *rng) {
+    float *storage_a, *storage_b;
+    NnOperand A = make_operand(kind_a, M, K, rng, &storage_a);
+    NnOperand B = make_operand(kind_b, K, N, rng, &storage_b);
+    size_t ldc = N + 5;
+    float *c = malloc(M * ldc * sizeof(float)), *c_threads = malloc(M * ldc * sizeof(float));
+    float *start = malloc(M * ldc * sizeof(float));
+    fill_uniform(start, M * ldc, rng, -1, 1);
+    int accumulate = (M + N + K) % 2;
+    memcpy(c, start, M * ldc * sizeof(float));
+    memcpy(c_threads, start, M * ldc * sizeof(float));
+    nn_gemm(M, N, K, &A, &B, c, ldc, accumulate, workspace, 1);
+    nn_gemm(M, N, K, &A, &B, c_threads, ldc, accumulate, workspace, 3);
+    /* Against the sum in double, with float rounding allowed in proportion
+     * to the sum of the terms' magnitudes. */
+    double worst = 0;
+    int outside_untouched = 1;
+    for (size_t i = 0; i < M; i++) {
+        for (size_t j = 0; j < N; j++) {
+            double sum = accumulate ? start[i * ldc + j] : 0, magnitude = fabs(sum);
+            for (size_t p = 0; p < K; p++) {
+                double term = operand_element(&A, i, p) * operand_element(&B, p, j);
+                sum += term;
+                magnitude += fabs(term);
+            }
+            worst = fmax(worst, fabs(c[i * ldc + j] - sum) / (1e-6 * magnitude + 1e-30));
+        }
+        for (size_t j = N; j < ldc; j++) outside_untouched &= c[i * ldc + j] == start[i * ldc + j];
+    }
+    CHECKF(worst <= 1.0, "gemm %zux%zux%zu kinds %d,%d accumulate %d: error %.3g of the tolerance", M, N, K, kind_a,
+           kind_b, accumulate, worst);
+    CHECKF(outside_untouched, "gemm %zux%zux%zu wrote past N", M, N, K);
+    CHECKF(memcmp(c, c_threads, M * ldc * sizeof(float)) == 0, "gemm %zux%zux%zu: 3 threads changed the bits", M, N, K);
+
+    /* The naive definition, and OpenBLAS. */
+    float *c_naive = malloc(M * ldc * sizeof(float));
+    memcpy(c_naive, start, M * ldc * sizeof(float));
+    nn_gemm_naive(M, N, K, &A, &B, c_naive, ldc, accumulate);
+    CHECK(test_max_relative_error(c, c_naive, M * ldc) < 1e-4);
+    {
+        float *c_blas = malloc(M * ldc * sizeof(float));
+        memcpy(c_blas, start, M * ldc * sizeof(float));
+        cblas_sgemm(CblasRowMajor, kind_a == NN_OPERAND_DENSE ? CblasNoTrans : CblasTrans,
+                    kind_b == NN_OPERAND_DENSE ? CblasNoTrans : CblasTrans, (int)M, (int)N, (int)K, 1.0f, A.data,
+                    (int)A.stride, B.data, (int)B.stride, accumulate ? 1.0f : 0.0f, c_blas, (int)ldc);
+        CHECK(test_max_relative_error(c, c_blas, M * ldc) < 1e-4);
+        free(c_blas);
+    }
+    free(c_naive);
+    free(c), free(c_threads), free(start);
+    free(storage_a), free(storage_b);
+}
+
+static void test_gemm(void) {
+    test_begin("gemm: dense and transposed operands, edges and blocks, against double sums, naive, OpenBLAS");
+    SpirtRng rng;
+    rng_init(&rng, 10);
+    float *workspace = tensor_buffer_alloc(nn_gemm_workspace_floats());
+    /* Sizes around the tile (up to 8 x 32) and block (128 x 256 x 1024)
+     * edges, and the models' shapes. */
+    const size_t sizes[][3] = {{1, 1, 1},     {7, 33, 5},    {8, 32, 16},  {17, 65, 257}, {129, 40, 20},
+                               {9, 1100, 300}, {64, 10, 128}, {16, 50, 25}, {3, 2, 600}};
+    for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++)
+        for (int ka = 0; ka < 2; ka++)
+            for (int kb = 0; kb < 2; kb++)
+                check_gemm_case(sizes[s][0], sizes[s][1], sizes[s][2], (NnOperandKind)ka, (NnOperandKind)kb,
+                                workspace, &rng);
+    /* K = 0: C is left alone, or zeroed. */
+    float c[6] = {1, 2, 3, 4, 5, 6}, a[1], b[1];
+    NnOperand A = nn_operand_dense(a, 0), B = nn_operand_dense(b, 3);
+    nn_gemm(2, 3, 0, &A, &B, c, 3, 1, workspace, 1);
+    CHECK(c[0] == 1 && c[5] == 6);
+    nn_gemm(2, 3, 0, &A, &B, c, 3, 0, workspace, 1);
+    CHECK(c[0] == 0 && c[5] == 0);
+    fprintf(stderr, "   micro-kernel: %s\n", nn_gemm_kernel_name());
+    tensor_buffer_free(workspace);
+}
+
+/* --- The implicit product of the convolutions --- */
+
+static void check_conv_gemm_case(size_t groups, size_t group_rows, size_t row_stride, size_t N, size_t K,
+                                 SpirtRng *rng) {
+    size_t M = groups * group_rows, ldb = nn_conv_gemm_padded_width(N) + 2, ldc = N + 3;
+    /* A's rows and columns read a random field at random (overlapping)
+     * offsets, like im2col reading a padded image. */
+    size_t field = groups * 7 + group_rows * row_stride + K * 5 + 8;
+    float *data = malloc(field * sizeof(float)), *B = malloc(K * ldb * sizeof(float));
+    uint32_t *group_offsets = malloc(groups * sizeof(uint32_t)), *col_offsets = malloc(K * sizeof(uint32_t));
+    fill_uniform(data, field, rng, -1, 1);
+    fill_uniform(B, K * ldb, rng, -1, 1);
+    for (size_t g = 0; g < groups; g++) group_offsets[g] = (uint32_t)(g * 7);
+    for (size_t p = 0; p < K; p++) col_offsets[p] = (uint32_t)rng_below(rng, K * 5 + 8);
+    NnConvOperand A = {data, group_offsets, group_rows, row_stride, col_offsets};
+    float *start = malloc(M * ldc * sizeof(float)), *c = malloc(M * ldc * sizeof(float));
+    float *c_threads = malloc(M * ldc * sizeof(float)), *c_naive = malloc(M * ldc * sizeof(float));
+    fill_uniform(start, M * ldc, rng, -1, 1);
+    int accumulate = (int)(N % 2);
+    memcpy(c, start, M * ldc * sizeof(float));
+    memcpy(c_threads, start, M * ldc * sizeof(float));
+    memcpy(c_naive, start, M * ldc * sizeof(float));
+    /* Every other case starts from a bias row. */
+    float *bias = NULL;
+    if (K % 2) {
+        bias = calloc(nn_conv_gemm_padded_width(N), sizeof(float));
+        fill_uniform(bias, N, rng, -1, 1);
+    }
+    nn_conv_gemm(M, N, K, &A, B, ldb, bias, c, ldc, accumulate, 1);
+    nn_conv_gemm(M, N, K, &A, B, ldb, bias, c_threads, ldc, accumulate, 2);
+    nn_conv_gemm_naive(M, N, K, &A, B, ldb, bias, c_naive, ldc, accumulate);
+    double worst = 0;
+    int outside_untouched = 1;
+    for (size_t i = 0; i < M; i++) {
+        const float *row = data + group_offsets[i / group_rows] + (i % group_rows) * row_stride;
+        for (size_t j = 0; j < N; j++) {
+            double sum = (accumulate ? start[i * ldc + j] : 0) + (bias ? bias[j] : 0), magnitude = fabs(sum);
+            for (size_t p = 0; p < K; p++) {
+                double term = (double)row[col_offsets[p]] * B[p * ldb + j];
+                sum += term;
+                magnitude += fabs(term);
+            }
+            worst = fmax(worst, fabs(c[i * ldc + j] - sum) / (1e-6 * magnitude + 1e-30));
+        }
+        for (size_t j = N; j < ldc; j++) outside_untouched &= c[i * ldc + j] == start[i * ldc + j];
+    }
+    CHECKF(worst <= 1.0, "conv_gemm %zu groups x %zu rows, N %zu, K %zu: error %.3g of the tolerance", groups,
+           group_rows, N, K, worst);
+    CHECKF(outside_untouched, "conv_gemm N %zu wrote past N", N);
+    CHECK(memcmp(c, c_threads, M * ldc * sizeof(float)) == 0);
+    CHECK(test_max_relative_error(c, c_naive, M * ldc) < 1e-4);
+    free(bias);
+    free(data), free(B), free(group_offsets), free(col_offsets);
+    free(start), free(c), free(c_threads), free(c_naive);
+}
+
+static void test_conv_gemm(void) {
+    test_begin("conv_gemm: tiles of every height and width, K blocks, against double sums and naive");
+    SpirtRng rng;
+    rng_init(&rng, 17);
+    /* (groups, rows per group, row stride, N, K): tiles from 1 to 30 rows,
+     * one vector, two, and partial ones; K across the 256 block. */
+    const size_t cases[][5] = {{3, 14, 16, 32, 400}, {2, 28, 1, 16, 25}, {5, 80, 1, 32, 300}, {4, 30, 3, 17, 9},
+                               {1, 1, 1, 1, 1},     {2, 13, 2, 33, 260}, {3, 5, 4, 8, 600},  {2, 29, 1, 48, 20}};
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++)
+        check_conv_gemm_case(cases[k][0], cases[k][1], cases[k][2], cases[k][3], cases[k][4], &rng);
+}
+
 /* --- Linear --- */
 
 typedef struct LinearCase {
@@ -120,11 +287,12 @@ static void test_linear(void) {
     size_t nx = c.B * c.C, nw = c.OC * c.C, ny = c.B * c.OC;
     float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc(c.OC * 4), *g = malloc(ny * 4);
     float *y = malloc(ny * 4), *y_naive = malloc(ny * 4);
+    NnWorkspace workspace = {tensor_buffer_alloc(nn_linear_workspace_floats()), 1};
     fill_uniform(x, nx, &rng, -1, 1);
     fill_uniform(w, nw, &rng, -0.5, 0.5);
     fill_uniform(b, c.OC, &rng, -0.5, 0.5);
     fill_uniform(g, ny, &rng, -1, 1);
-    nn_linear_forward(y, x, w, b, c.B, c.C, c.OC);
+    nn_linear_forward(y, x, w, b, c.B, c.C, c.OC, &workspace);
     nn_linear_forward_naive(y_naive, x, w, b, c.B, c.C, c.OC);
     CHECK(test_max_relative_error(y, y_naive, ny) < 1e-5);
 
@@ -138,7 +306,7 @@ static void test_linear(void) {
     memcpy(dx_naive, dx, nx * 4);
     memcpy(dw_naive, dw, nw * 4);
     memcpy(db_naive, db, c.OC * 4);
-    nn_linear_backward(dx, dw, db, g, x, w, c.B, c.C, c.OC);
+    nn_linear_backward(dx, dw, db, g, x, w, c.B, c.C, c.OC, &workspace);
     nn_linear_backward_naive(dx_naive, dw_naive, db_naive, g, x, w, c.B, c.C, c.OC);
     CHECK(test_max_relative_error(dx, dx_naive, nx) < 1e-5);
     CHECK(test_max_relative_error(dw, dw_naive, nw) < 1e-5);
@@ -148,7 +316,7 @@ static void test_linear(void) {
     memset(dx, 0, nx * 4);
     memset(dw, 0, nw * 4);
     memset(db, 0, c.OC * 4);
-    nn_linear_backward(dx, dw, db, g, x, w, c.B, c.C, c.OC);
+    nn_linear_backward(dx, dw, db, g, x, w, c.B, c.C, c.OC, &workspace);
     c.g = to_double(g, ny);
     FdTensor tensors[3] = {{"inp", to_double(x, nx), nx, dx},
                            {"weight", to_double(w, nw), nw, dw},
@@ -156,23 +324,24 @@ static void test_linear(void) {
     check_gradients("linear", linear_objective, &c, tensors, 3, 60, &rng);
     /* A NULL dinp skips the input gradient and changes nothing else. */
     float before = dw[0];
-    nn_linear_backward(NULL, dw, db, g, x, w, c.B, c.C, c.OC);
+    nn_linear_backward(NULL, dw, db, g, x, w, c.B, c.C, c.OC, &workspace);
     CHECK_NEAR(dw[0], 2 * before, 1e-5 * fabs(before) + 1e-7);
     for (int t = 0; t < 3; t++) free(tensors[t].values);
     free(c.g);
     free(x), free(w), free(b), free(g), free(y), free(y_naive);
     free(dx), free(dw), free(db), free(dx_naive), free(dw_naive), free(db_naive);
+    tensor_buffer_free(workspace.data);
 }
 
 /* --- Convolution --- */
 
 typedef struct ConvCase {
     NnConvShape shape;
-    double *g; /* (OC, B, OH, OW): channel-major, like the kernels */
+    double *g; /* (B, OH, OW, OC): channels-last, like the kernels */
 } ConvCase;
 
-/* The reference works in NCHW: swap the first two dims on the way in and
- * compare with g channel-major on the way out. */
+/* The reference works in NCHW: transpose each example on the way in and
+ * back on the way out. */
 static double conv_objective(void *context, const FdTensor *t) {
     ConvCase *c = context;
     const NnConvShape *s = &c->shape;
@@ -180,10 +349,10 @@ static double conv_objective(void *context, const FdTensor *t) {
     size_t nx = s->in_channels * s->batch * s->height * s->width, ny = s->out_channels * s->batch * OH * OW;
     double *x_nchw = malloc(nx * sizeof(double)), *y_nchw = malloc(ny * sizeof(double));
     double *y = malloc(ny * sizeof(double));
-    nn_reference_swap_dims(x_nchw, t[0].values, s->in_channels, s->batch, s->height * s->width);
+    nn_reference_nhwc_to_nchw(x_nchw, t[0].values, s->batch, s->height * s->width, s->in_channels);
     nn_reference_conv2d(y_nchw, x_nchw, t[1].values, t[2].values, s->batch, s->in_channels, s->out_channels,
                         s->height, s->width, s->kernel, s->padding);
-    nn_reference_swap_dims(y, y_nchw, s->batch, s->out_channels, OH * OW);
+    nn_reference_nchw_to_nhwc(y, y_nchw, s->batch, OH * OW, s->out_channels);
     double result = dot(c->g, y, ny);
     free(x_nchw), free(y_nchw), free(y);
     return result;
@@ -199,12 +368,12 @@ static void check_conv_case(const NnConvShape *shape, int finite_differences, Sp
     size_t nb = shape->out_channels, ny = shape->out_channels * shape->batch * OH * OW;
     float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc(nb * 4), *g = malloc(ny * 4);
     float *y = malloc(ny * 4), *y_naive = malloc(ny * 4);
-    float *workspace = tensor_buffer_alloc(nn_conv2d_workspace_floats(shape));
+    NnWorkspace workspace = {tensor_buffer_alloc(nn_conv2d_workspace_floats(shape)), 1};
     fill_uniform(x, nx, rng, -1, 1);
     fill_uniform(w, nw, rng, -0.3, 0.3);
     fill_uniform(b, nb, rng, -0.3, 0.3);
     fill_uniform(g, ny, rng, -1, 1);
-    nn_conv2d_forward(y, x, w, b, shape, workspace);
+    nn_conv2d_forward(y, x, w, b, shape, &workspace);
     nn_conv2d_forward_naive(y_naive, x, w, b, shape);
     CHECKF(test_max_relative_error(y, y_naive, ny) < 1e-5, "%s: forward differs from naive by %.3g", what,
            test_max_relative_error(y, y_naive, ny));
@@ -214,7 +383,7 @@ static void check_conv_case(const NnConvShape *shape, int finite_differences, Sp
     /* Start from non-zero gradients: both must accumulate. */
     for (size_t i = 0; i < nw; i++) dw[i] = dw_naive[i] = 0.25f;
     for (size_t i = 0; i < nx; i++) dx[i] = dx_naive[i] = -0.5f;
-    nn_conv2d_backward(dx, dw, db, g, x, w, shape, workspace);
+    nn_conv2d_backward(dx, dw, db, g, x, w, shape, &workspace);
     nn_conv2d_backward_naive(dx_naive, dw_naive, db_naive, g, x, w, shape);
     double scale_x = max_abs(dx_naive, nx), scale_w = max_abs(dw_naive, nw), scale_b = max_abs(db_naive, nb);
     double err_x = 0, err_w = 0, err_b = 0;
@@ -226,7 +395,7 @@ static void check_conv_case(const NnConvShape *shape, int finite_differences, Sp
 
     if (finite_differences) {
         memset(dx, 0, nx * 4), memset(dw, 0, nw * 4), memset(db, 0, nb * 4);
-        nn_conv2d_backward(dx, dw, db, g, x, w, shape, workspace);
+        nn_conv2d_backward(dx, dw, db, g, x, w, shape, &workspace);
         ConvCase c = {*shape, to_double(g, ny)};
         FdTensor tensors[3] = {{"inp", to_double(x, nx), nx, dx},
                                {"weight", to_double(w, nw), nw, dw},
@@ -237,7 +406,7 @@ static void check_conv_case(const NnConvShape *shape, int finite_differences, Sp
     }
     free(x), free(w), free(b), free(g), free(y), free(y_naive);
     free(dx), free(dw), free(db), free(dx_naive), free(dw_naive), free(db_naive);
-    tensor_buffer_free(workspace);
+    tensor_buffer_free(workspace.data);
 }
 
 static void test_conv2d(void) {
@@ -251,7 +420,7 @@ static void test_conv2d(void) {
         {2, 2, 2, 4, 5, 5, 3},  /* padding wider than needed: rows of pure padding */
     };
     for (size_t i = 0; i < sizeof(small) / sizeof(small[0]); i++) check_conv_case(&small[i], 1, &rng);
-    /* Enough examples for several im2col groups and a short last one. */
+    /* Many examples and channel counts that are not whole vectors. */
     NnConvShape grouped = {70, 4, 3, 12, 12, 5, 2};
     check_conv_case(&grouped, 0, &rng);
     NnConvShape cnn_second = {5, 16, 32, 14, 14, 5, 2};
@@ -261,7 +430,7 @@ static void test_conv2d(void) {
 /* --- ReLU, pooling, flatten --- */
 
 typedef struct ElementCase {
-    size_t n, planes, H, W; /* pooling uses planes, H, W */
+    size_t n, planes, H, W; /* pooling: n images of H x W pixels of `planes` channels */
     double *g;
 } ElementCase;
 
@@ -275,13 +444,17 @@ static double relu_objective(void *context, const FdTensor *t) {
     return result;
 }
 
+/* Pooling over (B, H, W, C) channels-last, through the NCHW reference. */
 static double pool_objective(void *context, const FdTensor *t) {
     ElementCase *c = context;
-    size_t ny = c->planes * (c->H / 2) * (c->W / 2);
-    double *y = malloc(ny * sizeof(double));
-    nn_reference_maxpool2x2(y, t[0].values, c->planes, c->H, c->W);
-    double result = dot(c->g, y, ny);
-    free(y);
+    size_t planes = c->planes, S = c->H * c->W, OS = (c->H / 2) * (c->W / 2), B = c->n;
+    double *x = malloc(B * planes * S * sizeof(double)), *y = malloc(B * planes * OS * sizeof(double));
+    double *y_nhwc = malloc(B * planes * OS * sizeof(double));
+    nn_reference_nhwc_to_nchw(x, t[0].values, B, S, planes);
+    nn_reference_maxpool2x2(y, x, B * planes, c->H, c->W);
+    nn_reference_nchw_to_nhwc(y_nhwc, y, B, OS, planes);
+    double result = dot(c->g, y_nhwc, B * planes * OS);
+    free(x), free(y), free(y_nhwc);
     return result;
 }
 
@@ -306,55 +479,61 @@ static void test_relu_and_pool(void) {
     nn_relu_backward(&dzero, &one, &zero_out, 1);
     CHECK(zero_out == 0.0f && dzero == 0.0f);
 
-    /* 3 planes of 5x6: the odd last row is dropped. */
-    enum { PLANES = 3, H = 5, W = 6, NX = PLANES * H * W, NY = PLANES * 2 * 3 };
+    /* 2 images of 5x6 pixels, 3 channels: the odd last row is dropped. */
+    enum { PB = 2, H = 5, W = 6, PC = 3, NX = PB * H * W * PC, NY = PB * 2 * 3 * PC };
     float px[NX], py[NY], pg[NY], pdx[NX];
     fill_uniform(px, NX, &rng, -1, 1);
     fill_uniform(pg, NY, &rng, -1, 1);
-    nn_maxpool2x2_forward(py, px, PLANES, H, W);
-    double reference[NY], px_double[NX];
-    for (int i = 0; i < NX; i++) px_double[i] = px[i];
-    nn_reference_maxpool2x2(reference, px_double, PLANES, H, W);
+    nn_maxpool2x2_forward(py, px, PB, H, W, PC);
     int same = 1;
-    for (int i = 0; i < NY; i++) same &= py[i] == (float)reference[i];
+    for (int b = 0; b < PB; b++)
+        for (int row = 0; row < 2; row++)
+            for (int column = 0; column < 3; column++)
+                for (int c = 0; c < PC; c++) {
+                    float best = -INFINITY;
+                    for (int i = 0; i < 2; i++)
+                        for (int j = 0; j < 2; j++)
+                            best = fmaxf(best, px[((b * H + 2 * row + i) * W + 2 * column + j) * PC + c]);
+                    same &= py[((b * 2 + row) * 3 + column) * PC + c] == best;
+                }
     CHECK(same);
     memset(pdx, 0, sizeof(pdx));
-    nn_maxpool2x2_backward(pdx, pg, px, PLANES, H, W);
+    nn_maxpool2x2_backward(pdx, pg, px, PB, H, W, PC);
     int dropped_row_untouched = 1;
-    for (int p = 0; p < PLANES; p++)
-        for (int j = 0; j < W; j++) dropped_row_untouched &= pdx[(p * H + 4) * W + j] == 0.0f;
+    for (int b = 0; b < PB; b++)
+        for (int j = 0; j < W * PC; j++) dropped_row_untouched &= pdx[(b * H + 4) * W * PC + j] == 0.0f;
     CHECK(dropped_row_untouched);
-    ElementCase pool = {0, PLANES, H, W, to_double(pg, NY)};
+    ElementCase pool = {PB, PC, H, W, to_double(pg, NY)};
     FdTensor pool_input = {"inp", to_double(px, NX), NX, pdx};
     check_gradients("maxpool", pool_objective, &pool, &pool_input, 1, NX, &rng);
     free(pool.g), free(pool_input.values);
 
     /* A tie: the gradient goes to the first maximum, once. */
     float tie[4] = {2, 2, 2, 2}, tie_out, tie_grad = 1.0f, dtie[4] = {0};
-    nn_maxpool2x2_forward(&tie_out, tie, 1, 2, 2);
-    nn_maxpool2x2_backward(dtie, &tie_grad, tie, 1, 2, 2);
+    nn_maxpool2x2_forward(&tie_out, tie, 1, 2, 2, 1);
+    nn_maxpool2x2_backward(dtie, &tie_grad, tie, 1, 2, 2, 1);
     CHECK(tie_out == 2 && dtie[0] == 1 && dtie[1] == 0 && dtie[2] == 0 && dtie[3] == 0);
 }
 
 static void test_flatten(void) {
-    test_begin("flatten: the (C, B, S) -> (B, C*S) transpose and its adjoint");
-    enum { C = 3, B = 4, S = 5, N = C * B * S };
+    test_begin("flatten: the (B, S, C) -> (B, C*S) transpose and its adjoint");
+    enum { B = 3, S = 5, C = 4, N = B * S * C };
     float x[N], y[N], d[N], dx[N];
     for (int i = 0; i < N; i++) x[i] = (float)i;
-    nn_flatten_forward(y, x, C, B, S);
+    nn_flatten_forward(y, x, B, S, C);
     int placed = 1;
-    for (int c = 0; c < C; c++)
-        for (int b = 0; b < B; b++)
-            for (int s = 0; s < S; s++) placed &= y[b * C * S + c * S + s] == x[(c * B + b) * S + s];
+    for (int b = 0; b < B; b++)
+        for (int s = 0; s < S; s++)
+            for (int c = 0; c < C; c++) placed &= y[b * C * S + c * S + s] == x[(b * S + s) * C + c];
     CHECK(placed);
     /* <flatten(x), d> = <x, flatten_backward(d)> for a linear map. */
     SpirtRng rng;
     rng_init(&rng, 14);
     fill_uniform(x, N, &rng, -1, 1);
     fill_uniform(d, N, &rng, -1, 1);
-    nn_flatten_forward(y, x, C, B, S);
+    nn_flatten_forward(y, x, B, S, C);
     memset(dx, 0, sizeof(dx));
-    nn_flatten_backward(dx, d, C, B, S);
+    nn_flatten_backward(dx, d, B, S, C);
     double left = 0, right = 0;
     for (int i = 0; i < N; i++) left += (double)y[i] * d[i], right += (double)x[i] * dx[i];
     CHECK_NEAR(left, right, 1e-5);
@@ -661,6 +840,8 @@ static void test_evaluate_and_predict(void) {
 }
 
 int main(void) {
+    test_gemm();
+    test_conv_gemm();
     test_linear();
     test_conv2d();
     test_relu_and_pool();

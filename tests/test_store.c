@@ -267,6 +267,15 @@ static void test_basic_commands(const TestRedis *redis) {
     /* Bad uses are refused before anything is sent. */
     CHECK(store_command_argv(conn, 0, NULL, NULL, &reply, &error) == SPIRT_ERR_INVALID);
     CHECK_ERROR(store_command(conn, &reply, &error, "GET %q"), SPIRT_ERR_INVALID, &error, "format");
+    /* Over the request limit: refused from the lengths alone, before the
+     * (here absent) bytes would be read. */
+    const char *huge_argv[] = {"SET", "k", "tiny"};
+    const size_t huge_lengths[] = {3, 1, STORE_MAX_REQUEST_BYTES + 1};
+    CHECK_ERROR(store_command_argv(conn, 3, huge_argv, huge_lengths, NULL, &error), SPIRT_ERR_INVALID, &error,
+                "request limit");
+    const size_t near_lengths[] = {3, 1, STORE_MAX_REQUEST_BYTES - 8};
+    CHECK_ERROR(store_command_argv(conn, 3, huge_argv, near_lengths, NULL, &error), SPIRT_ERR_INVALID, &error,
+                "request limit");
     CHECK_ERROR(store_get_reply(conn, &reply, &error), SPIRT_ERR_INVALID, &error, "no reply pending");
     CHECK_OK(store_append(conn, &error, "PING"), &error);
     CHECK_ERROR(store_ping(conn, &error), SPIRT_ERR_INVALID, &error, "unread");

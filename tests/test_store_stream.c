@@ -30,7 +30,7 @@ static int pending_owner(StoreConn *conn, const char *id, char *owner, size_t si
 
 static void test_streams(const TestRedis *redis) {
     SpirtError error;
-    StoreOptions options = {.port = redis->port, .read_timeout_ms = 100};
+    StoreOptions options = {.port = redis->port, .read_timeout_ms = 1000};
     StoreConn *conn = store_connect(&options, &error);
     CHECK_OK(conn ? SPIRT_OK : error.code, &error);
     if (conn == NULL) return;
@@ -73,12 +73,12 @@ static void test_streams(const TestRedis *redis) {
         CHECK(strcmp(store_stream_entry_value(entry, "fn", NULL), "gradient") == 0);
     }
     store_stream_batch_free(batch);
-    /* BLOCK longer than the 100 ms read time-out: the wait is extended, so
-     * an empty read is a normal, empty answer and not a time-out. */
-    CHECK_OK(store_xreadgroup(conn, "jobs", "workers", "B", NULL, 10, 300, &batch, &error), &error);
+    /* BLOCK longer than the 1 s read time-out: the wait is extended, so an
+     * empty read is a normal, empty answer and not a time-out. */
+    CHECK_OK(store_xreadgroup(conn, "jobs", "workers", "B", NULL, 10, 1500, &batch, &error), &error);
     CHECK(batch && batch->count == 1 && strcmp(batch->entries[0].id, ids[2]) == 0);
     store_stream_batch_free(batch);
-    CHECK_OK(store_xreadgroup(conn, "jobs", "workers", "B", NULL, 10, 300, &batch, &error), &error);
+    CHECK_OK(store_xreadgroup(conn, "jobs", "workers", "B", NULL, 10, 1500, &batch, &error), &error);
     CHECK(batch && batch->count == 0);
     store_stream_batch_free(batch);
     CHECK(store_conn_status(conn) == SPIRT_OK);

@@ -24,7 +24,31 @@
  *   geomed        geometric median by smoothed Weiszfeld iterations
  *   cclip         centered clipping: L rounds of v += (1/n) sum clip_tau(x_i - v)
  * and, before any rule, optional nearest-neighbour mixing (NNM): each x_i is
- * replaced by the mean of its n - f nearest inputs (itself included).
+ * replaced by the mean of its n - f nearest inputs (itself included); needs
+ * n > 2f.
+ *
+ * Details the definitions leave open, fixed here so every peer agrees:
+ *   - Krum-family ties go to the lowest input index; Multi-Krum and the
+ *     report list picks best first.
+ *   - Bulyan's later Krum picks run on sets of r < 2f + 3 vectors; their
+ *     score sums the max(0, r - f - 2) nearest (an empty sum is 0).
+ *   - Bulyan's "beta values closest to the median": on a tie in distance the
+ *     smaller value is kept.
+ *   - NNM neighbours: ties in distance go to the lowest index.
+ *   - geomed: the spread s is the mean distance of the inputs to their mean;
+ *     the smoothing is nu * s and iterations stop once the step is at most
+ *     tolerance * (s + ||z||) (or after max_iterations). If every input
+ *     equals the mean, that is the result (0 iterations).
+ *   - Sums are formed in double and rounded once, so the mean of identical
+ *     inputs is that input, bit for bit, for every rule.
+ *
+ * Determinism: the result does not depend on the thread count (bit for bit).
+ * Across machines it can differ in the last bits where the compiler targets
+ * different instruction sets (fused multiply-add in the distance kernel).
+ *
+ * Threads: parallel_for threads started per call (config->threads); no BLAS
+ * is called, so OpenBLAS's process-wide thread count is neither needed nor
+ * changed (this runs inside redis-server, on a worker thread).
  *
  * Inputs must be finite: agg_run refuses NaN and infinities (naming the
  * input), so a poisoned vector cannot turn the aggregate into NaN. */
@@ -77,7 +101,7 @@ typedef struct AggReport {
     size_t selected_count;  /* krum family / bulyan: inputs selected */
     uint32_t selected[256]; /* their indices (first 256), in selection order */
     int iterations;         /* geomed / cclip: iterations run */
-    double scores_min;      /* krum family: the best score */
+    double scores_min;      /* krum family: the best score (bulyan: of its first pick) */
 } AggReport;
 
 #define AGG_MAX_INPUTS 4096
@@ -93,7 +117,14 @@ const char *agg_rule_name(AggRule rule);
  * AGG_MAX_INPUTS and d >= 1 always. */
 int agg_check(const AggConfig *config, size_t n, size_t d, SpirtError *error);
 
-/* Bytes of scratch memory agg_run needs for this rule, n and d (may be 0). */
+/* Bytes of scratch memory agg_run needs for this rule, n and d; 0 if
+ * agg_check refuses them. It depends on config->threads (per-thread scratch),
+ * so pass agg_run the same config; with threads <= 0 it reads
+ * parallel_default_threads() each time. Largest parts: for the Krum family
+ * and NNM, per-chunk Gram partials (at most 64 MiB; about 50 KiB per million
+ * coordinates at n = 20) and two or three n x n matrices of doubles (3 KiB at
+ * n = 20, 128 MiB each at n = 4096); otherwise a few KiB per thread. Never
+ * n * d. */
 size_t agg_workspace_bytes(const AggConfig *config, size_t n, size_t d);
 
 /* Aggregates inputs[0..n), each d floats, into out (d floats, not aliasing
@@ -105,7 +136,9 @@ int agg_run(const AggConfig *config, const float *const *inputs, size_t n, size_
             void *workspace, size_t workspace_bytes, AggReport *report, SpirtError *error);
 
 /* The element-wise mean alone, as fast as memory allows; inputs are not
- * checked for finiteness (agg_run does that). Used by SPIRT.AVG. */
+ * checked for finiteness (agg_run does that). Used by SPIRT.AVG. Needs no
+ * workspace; threads <= 0 means parallel_default_threads(). Sums in double,
+ * so the result is the same as agg_run's mean. */
 void agg_mean(const float *const *inputs, size_t n, size_t d, float *out, int threads);
 
 #ifdef __cplusplus

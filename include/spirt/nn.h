@@ -40,17 +40,20 @@
  * Backward ACCUMULATES into the gradient vector (as every layer's backward
  * does): zero it first for a fresh gradient, or not, to sum several batches.
  *
- * Threads: every kernel runs on the calling thread except matrix products,
- * which go to OpenBLAS. OpenBLAS's thread count is a process-wide setting;
- * each forward/backward sets it (openblas_set_num_threads) to the model's own
- * value, 1 unless nn_model_set_threads says otherwise, so a model never
- * inherits another's choice. An NnModel is not thread-safe: give each
- * thread its own (they are cheap: params, grads and activations).
+ * Threads: every kernel runs on the calling thread except the matrix
+ * products, which split their output tiles over nn_model_set_threads()
+ * threads (default 1; started per product with parallel_for, so an idle
+ * model holds no threads). The products are the engine's own (src/nn/gemm.c,
+ * conv_gemm.c), not OpenBLAS: Debian's OpenBLAS does not recognise recent
+ * Xeons and falls back to SSE3 kernels there, 3-5x slower; see gemm.h. An
+ * NnModel is not thread-safe: give each thread its own (they are cheap:
+ * params, grads and activations).
  *
  * Determinism: the same parameters and batch give bit-identical loss and
- * gradients on the same machine and build. The summation order of every
- * reduction is fixed by the model alone (not by the batch size limit or the
- * thread count). nn does no I/O. */
+ * gradients on the same build and machine, whatever the thread count or
+ * max_batch: every sum is taken in an order fixed by the model alone.
+ * Builds for different vector widths (simd.h) differ in the last bits.
+ * nn does no I/O. */
 #ifndef SPIRT_NN_H
 #define SPIRT_NN_H
 
@@ -67,7 +70,7 @@ extern "C" {
 #define NN_INPUT_COLS 28
 #define NN_INPUT_FEATURES (NN_INPUT_ROWS * NN_INPUT_COLS)
 #define NN_CLASSES 10
-/* The cnn's widths (see the table above and docs/nn.md for the choice). */
+/* The cnn's widths (the choice is argued in src/nn/model.c). */
 #define NN_CNN_CONV1_CHANNELS 16
 #define NN_CNN_CONV2_CHANNELS 32
 #define NN_CNN_HIDDEN 128
@@ -114,9 +117,9 @@ float *nn_model_grads(NnModel *model);
 /* The layout table: *count views (borrowed, static per kind). */
 const NnView *nn_model_views(const NnModel *model, size_t *count);
 
-/* Threads OpenBLAS may use in this model's matrix products (>= 1; default
- * 1). More threads do not change any result bit (OpenBLAS splits a product
- * by output blocks, never along the summed dimension). */
+/* Threads this model's matrix products may use (>= 1; default 1). More
+ * threads do not change any result bit: they split a product by output
+ * tiles, never along the summed dimension. */
 void nn_model_set_threads(NnModel *model, int threads);
 
 /* PyTorch's default initialisation, drawn from rng_init_stream(seed,

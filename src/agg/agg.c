@@ -197,9 +197,14 @@ static void plan_workspace(const AggConfig *config, size_t n, size_t d, unsigned
         plan->combine_partials = reserve(base, &cursor, agg_combine_partials_bytes(n, d));
         plan->distances2 = reserve(base, &cursor, n * sizeof(double));
     }
-    plan->selected = reserve(base, &cursor, n * sizeof(uint32_t));
-    plan->weights = reserve(base, &cursor, n * sizeof(double));
-    plan->pointers = reserve(base, &cursor, n * sizeof(float *));
+    /* Selections and weighted sums of inputs (Krum family, NNM), and the
+     * iterative rules' weights; the plain mean, median and trimmed mean
+     * need nothing beyond their slots (the mean: nothing at all). */
+    if (plan->needs_gram) {
+        plan->selected = reserve(base, &cursor, n * sizeof(uint32_t));
+        plan->pointers = reserve(base, &cursor, n * sizeof(float *));
+    }
+    if (plan->needs_gram || plan->combine) plan->weights = reserve(base, &cursor, n * sizeof(double));
     plan->total = cursor;
 }
 

@@ -5,12 +5,14 @@
  *
  * Why our own kernel and not OpenBLAS: the shape here is a handful of rows
  * (n ~ 10..100) times millions of columns, which OpenBLAS's sgemm/ssyrk
- * handle poorly (packing dominates): measured on the 2-core AVX-512 target,
- * gathering blocks and calling single-threaded cblas_ssyrk ran at ~5-8
- * GFMA/s against ~11-18 for this kernel, and `spirt bench agg` repeats the
- * comparison. It also keeps agg free of OpenBLAS's process-wide thread
- * count (this code runs inside redis-server, on a worker thread) and of its
- * CPU detection (0.3.21 takes this machine for a Prescott and runs SSE3
+ * handle poorly (packing dominates). On the 2-core AVX-512 target, gathering
+ * 4096-coordinate blocks and calling cblas_ssyrk took about twice as long,
+ * on one thread, as this whole kernel does in double (`spirt bench agg`
+ * prints the comparison), and a float Gram would overflow for inputs above
+ * ~1e19 and lose the small differences between clustered vectors. It also
+ * keeps agg free of OpenBLAS's process-wide thread count (this code runs
+ * inside redis-server, on a worker thread, next to other commands) and of
+ * its CPU detection (0.3.21 takes this machine for a Prescott and runs SSE3
  * kernels unless OPENBLAS_CORETYPE is set).
  *
  * How: coordinates are cut into chunks (agg_chunk_length), chunks into

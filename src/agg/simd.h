@@ -22,6 +22,10 @@
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
+#else
+/* Without AVX-512, GCC warns that passing 64-byte vectors by value has no
+ * fixed ABI; these helpers are static and inlined, so no ABI is involved. */
+#pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
 #define AGG_LANES 16 /* floats per AggF16 */

@@ -58,5 +58,6 @@ const char *bench_source_path(char *buffer, size_t size, const char *relative);
 int bench_agg(int argc, char **argv);
 int bench_indb(int argc, char **argv); /* bench_indb.c */
 int bench_e2e(int argc, char **argv);  /* bench_e2e.c */
+int bench_grad(int argc, char **argv); /* bench_grad.c */
 
 #endif /* SPIRT_CLI_BENCH_H */

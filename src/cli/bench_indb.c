@@ -13,8 +13,9 @@
  *
  * It starts its own redis-server on loopback with the module loaded (fork and
  * exec, stopped by pid at the end), without persistence, so only the
- * computation and the data movement are measured. Each figure is the median
- * of --repeats timed runs after one warm-up. (c) is skipped for the cases
+ * computation and the data movement are measured. Each figure is a median:
+ * of --repeats runs of (b) and (c), of 3 x --repeats runs of (a), which is
+ * interleaved with (b) (see time_interleaved). (c) is skipped for the cases
  * whose estimated time exceeds --lua-max-s (a note says which).
  *
  * Before timing, (a) and (b) are run once from the same parameters and their
@@ -87,8 +88,10 @@ static void stop_process(BenchServer *server) {
     if (server->pid <= 0) return;
     kill(server->pid, SIGTERM);
     for (int i = 0; i < 500 && server->pid > 0; i++) {
-        if (waitpid(server->pid, NULL, WNOHANG) == server->pid) server->pid = 0;
-        else clock_sleep_ms(10);
+        if (waitpid(server->pid, NULL, WNOHANG) == server->pid)
+            server->pid = 0;
+        else
+            clock_sleep_ms(10);
     }
     if (server->pid > 0) {
         kill(server->pid, SIGKILL);
@@ -121,9 +124,9 @@ static int start_server(BenchServer *server, const char *module_path, SpirtError
         char port_text[16], log_path[400];
         snprintf(port_text, sizeof(port_text), "%d", server->port);
         snprintf(log_path, sizeof(log_path), "%s/redis.log", server->dir);
-        const char *argv[] = {"redis-server", "--port", port_text, "--bind", "127.0.0.1", "--dir", server->dir,
-                              "--logfile", log_path, "--save", "", "--appendonly", "no", "--loadmodule",
-                              module_path, NULL};
+        const char *argv[] = {"redis-server", "--port",       port_text,   "--bind", "127.0.0.1", "--dir",
+                              server->dir,    "--logfile",    log_path,    "--save", "",          "--appendonly",
+                              "no",           "--loadmodule", module_path, NULL};
         fflush(stdout);
         pid_t pid = fork();
         if (pid < 0) return spirt_error_set(error, SPIRT_ERR_IO, "fork: %s", strerror(errno));
@@ -170,8 +173,7 @@ static int reply_ok(redisReply *reply, const char *what, SpirtError *error) {
     return ok ? SPIRT_OK : SPIRT_ERR_SERVER;
 }
 
-static int tensor_set(redisContext *context, const char *key, const float *values, size_t count,
-                      SpirtError *error) {
+static int tensor_set(redisContext *context, const char *key, const float *values, size_t count, SpirtError *error) {
     char dim[32];
     snprintf(dim, sizeof(dim), "%zu", count);
     const char *argv[] = {"SPIRT.TSET", key, "FLOAT32", dim, "BLOB", (const char *)values};
@@ -295,31 +297,53 @@ static void run_lua(void *context) {
     fail(bench, reply_ok(command_argv(bench->context, argc, argv, NULL), "EVALSHA", &error), &error);
 }
 
-/* Stores the parameters and the 16 gradients of a case (tensors; JSON too
- * if `with_json`). */
-static int load_case(BenchCase *bench, SpirtRng *rng, int with_json, SpirtError *error) {
+/* Stores the parameters and the 16 gradients of a case as tensors. */
+static int load_tensors(BenchCase *bench, SpirtRng *rng, SpirtError *error) {
     float *values = tensor_buffer_alloc(bench->params);
     if (values == NULL) return spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory");
     int status = SPIRT_OK;
     for (int b = 0; b <= 16 && status == SPIRT_OK; b++) {
         for (size_t i = 0; i < bench->params; i++) values[i] = (float)(0.1 * rng_normal(rng));
-        const char *key = b < 16 ? bench->keys[b] : "bench:params";
-        if (!with_json) {
-            status = tensor_set(bench->context, key, values, bench->params, error);
-            continue;
+        status = tensor_set(bench->context, b < 16 ? bench->keys[b] : "bench:params", values, bench->params, error);
+    }
+    tensor_buffer_free(values);
+    return status;
+}
+
+/* Stores JSON copies of the parameters and of gradients up to `batches`
+ * (JSON lists are ~4x bigger than the tensors and slow to make: only those
+ * a Lua case needs). *loaded counts the gradients already stored; -1: none,
+ * not even the parameters. */
+static int load_json(BenchCase *bench, int batches, int *loaded, SpirtError *error) {
+    float *values = tensor_buffer_alloc(bench->params);
+    if (values == NULL) return spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory");
+    int status = SPIRT_OK;
+    for (int b = *loaded < 0 ? -1 : *loaded; b < batches && status == SPIRT_OK; b++) {
+        /* b = -1 is the parameters: the tensor's own values, as JSON. */
+        size_t count = 0;
+        const char *argv_get[] = {"SPIRT.TGET", b < 0 ? "bench:params" : bench->keys[b]};
+        redisReply *tensor = command_argv(bench->context, 2, argv_get, NULL);
+        if (tensor == NULL || tensor->type != REDIS_REPLY_STRING) {
+            if (tensor) freeReplyObject(tensor);
+            status = spirt_error_set(error, SPIRT_ERR_SERVER, "cannot read %s", argv_get[1]);
+            break;
         }
+        count = tensor->len / sizeof(float);
+        memcpy(values, tensor->str, count * sizeof(float));
+        freeReplyObject(tensor);
         size_t length;
-        char *json = json_list(values, bench->params, &length);
+        char *json = json_list(values, count, &length);
         if (json == NULL) {
             status = spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory");
             break;
         }
         char json_key[48];
-        snprintf(json_key, sizeof(json_key), "json:%s", b < 16 ? key : "params");
+        snprintf(json_key, sizeof(json_key), "json:%s", b < 0 ? "params" : bench->keys[b]);
         const char *argv[] = {"SET", json_key, json};
         size_t lengths[] = {3, strlen(json_key), length};
         status = reply_ok(command_argv(bench->context, 3, argv, lengths), "SET", error);
         free(json);
+        *loaded = b + 1;
     }
     tensor_buffer_free(values);
     return status;
@@ -347,6 +371,38 @@ static int paths_agree(BenchCase *bench) {
     return failed ? -1 : agree;
 }
 
+/* Medians of (a) and (b), their runs interleaved: (a) takes milliseconds,
+ * so timed back to back its runs would all fall into whatever else the
+ * machine was doing in those few milliseconds; spread between (b)'s runs
+ * they sample the same moments as (b). (a) runs three times per (b) run, as
+ * it is cheap, after five warm-up runs (the first few after a case is
+ * loaded are slower while the server's allocator settles). */
+static void time_interleaved(BenchCase *bench, int repeats, double *indb_ms, double *client_ms) {
+    double *indb = malloc(3 * (size_t)repeats * sizeof(double)), *client = malloc((size_t)repeats * sizeof(double));
+    if (indb == NULL || client == NULL) {
+        free(indb);
+        free(client);
+        *indb_ms = *client_ms = -1;
+        return;
+    }
+    for (int i = 0; i < 5; i++) run_indb(bench);
+    run_client(bench);
+    for (int i = 0; i < repeats; i++) {
+        for (int k = 0; k < 3; k++) {
+            double start = clock_monotonic_ms();
+            run_indb(bench);
+            indb[3 * i + k] = clock_monotonic_ms() - start;
+        }
+        double start = clock_monotonic_ms();
+        run_client(bench);
+        client[i] = clock_monotonic_ms() - start;
+    }
+    *indb_ms = bench_median(indb, 3 * (size_t)repeats);
+    *client_ms = bench_median(client, (size_t)repeats);
+    free(indb);
+    free(client);
+}
+
 /* --- Options, loop, report ---------------------------------------------------------- */
 
 static int parse_list(const char *text, uint64_t *values, int max) {
@@ -357,11 +413,15 @@ static int parse_list(const char *text, uint64_t *values, int max) {
         errno = 0;
         double value = strtod(p, &end);
         if (end == p || errno || value <= 0) return -1;
-        if (*end == 'M' || *end == 'm') value *= 1e6, end++;
-        else if (*end == 'k' || *end == 'K') value *= 1e3, end++;
+        if (*end == 'M' || *end == 'm')
+            value *= 1e6, end++;
+        else if (*end == 'k' || *end == 'K')
+            value *= 1e3, end++;
         values[count++] = (uint64_t)(value + 0.5);
-        if (*end == ',') end++;
-        else if (*end) return -1;
+        if (*end == ',')
+            end++;
+        else if (*end)
+            return -1;
         p = end;
     }
     return *p ? -1 : count;
@@ -369,13 +429,13 @@ static int parse_list(const char *text, uint64_t *values, int max) {
 
 int bench_indb(int argc, char **argv) {
     const char *params_text = "0.1M,1M,4.2M,11.7M", *batches_text = "4,8,16", *module_path = NULL;
-    int repeats = 5, as_json = 0, threads = 0;
-    double lua_max_s = 20.0;
+    int repeats = 7, as_json = 0, threads = 0;
+    double lua_max_s = 10.0;
     const CliOption options[] = {
         {"params", CLI_STRING, &params_text, "LIST", "parameter counts (default 0.1M,1M,4.2M,11.7M)"},
         {"batches", CLI_STRING, &batches_text, "LIST", "gradients averaged per step, each <= 16 (default 4,8,16)"},
-        {"repeats", CLI_INT, &repeats, "N", "timed runs per figure; the median is reported (default 5)"},
-        {"lua-max-s", CLI_DOUBLE, &lua_max_s, "S", "skip Lua/JSON cases estimated longer than this (default 20)"},
+        {"repeats", CLI_INT, &repeats, "N", "timed runs per figure; the median is reported (default 7)"},
+        {"lua-max-s", CLI_DOUBLE, &lua_max_s, "S", "skip Lua/JSON cases estimated longer than this (default 10)"},
         {"threads", CLI_INT, &threads, "N", "kernel threads, in the module and the client (default: all CPUs)"},
         {"module", CLI_STRING, &module_path, "PATH", "the module (default: spirt.so next to this program)"},
         {"json", CLI_FLAG, &as_json, NULL, "print one JSON object instead of a table"},
@@ -435,7 +495,9 @@ int bench_indb(int argc, char **argv) {
     redisReply *sha = bench.context ? redisCommand(bench.context, "SCRIPT LOAD %s", lua_script) : NULL;
     if (sha == NULL || sha->type != REDIS_REPLY_STRING) {
         fprintf(stderr, "spirt bench indb: cannot load the Lua script: %s\n",
-                sha ? sha->str : bench.context ? bench.context->errstr : "no connection");
+                sha             ? sha->str
+                : bench.context ? bench.context->errstr
+                                : "no connection");
         if (sha) freeReplyObject(sha);
         if (bench.context) redisFree(bench.context);
         stop_server(&server);
@@ -450,13 +512,15 @@ int bench_indb(int argc, char **argv) {
     BenchReport *report = bench_report_create("indb");
     SpirtRng rng;
     rng_init(&rng, 20230914);
-    double lua_ms_per_value = 0; /* from the first Lua case, to estimate the others */
+    /* Time per value of the last Lua case, to estimate the next (it grows
+     * with the size: the last one is the most telling). */
+    double lua_ms_per_value = 0;
     int status = 0, all_agree = 1, accepted = 1, acceptance_rows = 0;
     double worst_reduction = 1.0, worst_lua_speedup = 1e300;
     for (int p = 0; p < param_cases && status == 0; p++) {
         bench.params = (size_t)param_counts[p];
-        int json_loaded = 0;
-        if (load_case(&bench, &rng, 0, &error) != SPIRT_OK) {
+        int json_loaded = -1;
+        if (load_tensors(&bench, &rng, &error) != SPIRT_OK) {
             fprintf(stderr, "spirt bench indb: loading %zu parameters: %s\n", bench.params, error.message);
             status = 1;
             break;
@@ -466,22 +530,20 @@ int bench_indb(int argc, char **argv) {
             spirt_error_clear(&bench.error);
             int agree = paths_agree(&bench);
             if (agree != 1) all_agree = 0;
-            double indb_ms = bench_median_ms(run_indb, &bench, 1, repeats);
-            double client_ms = bench_median_ms(run_client, &bench, 1, repeats);
+            double indb_ms, client_ms;
+            time_interleaved(&bench, repeats, &indb_ms, &client_ms);
             double lua_ms = -1;
             double estimate_s = lua_ms_per_value * (double)bench.params * (bench.batches + 1) / 1000.0;
             if (lua_ms_per_value == 0 || estimate_s <= lua_max_s) {
-                if (!json_loaded) {
-                    if (load_case(&bench, &rng, 1, &error) != SPIRT_OK) {
-                        fprintf(stderr, "spirt bench indb: storing JSON: %s\n", error.message);
-                        status = 1;
-                        break;
-                    }
-                    json_loaded = 1;
+                if (load_json(&bench, bench.batches, &json_loaded, &error) != SPIRT_OK) {
+                    fprintf(stderr, "spirt bench indb: storing JSON: %s\n", error.message);
+                    status = 1;
+                    break;
                 }
-                int lua_repeats = estimate_s * repeats > 4 * lua_max_s ? 1 : repeats;
+                /* Seconds-long runs vary little: fewer repetitions suffice. */
+                int lua_repeats = estimate_s > 10 ? 1 : estimate_s > 2 ? (repeats < 3 ? repeats : 3) : repeats;
                 lua_ms = bench_median_ms(run_lua, &bench, 0, lua_repeats);
-                if (lua_ms_per_value == 0) lua_ms_per_value = lua_ms / ((double)bench.params * (bench.batches + 1));
+                lua_ms_per_value = lua_ms / ((double)bench.params * (bench.batches + 1));
             } else {
                 bench_report_note(report, "Lua/JSON skipped for %zu params x %d batches: estimated %.0f s a run",
                                   bench.params, bench.batches, estimate_s);
@@ -527,12 +589,15 @@ int bench_indb(int argc, char **argv) {
                               "than Lua/JSON): %s (least reduction %.3f, least Lua/JSON speedup %.0fx)",
                               accepted ? "met" : "NOT met", worst_reduction,
                               worst_lua_speedup < 1e300 ? worst_lua_speedup : 0.0);
-        bench_report_note(report, "medians of %d runs; kernels on %d threads; redis-server without persistence",
-                          repeats, threads);
+        bench_report_note(report,
+                          "medians of %d runs (in-DB: %d, interleaved with the client's); kernels on %d threads; "
+                          "redis-server without persistence",
+                          repeats, 3 * repeats, threads);
         bench_report_set(report, "threads", json_integer(threads));
         bench_report_set(report, "acceptance_met", json_boolean(accepted && acceptance_rows > 0));
-        static const char *const columns[] = {"params", "batches", "indb_ms", "client_ms", "lua_json_ms",
-                                              "reduction_vs_client", "speedup_vs_lua_json", NULL};
+        static const char *const columns[] = {
+            "params", "batches", "indb_ms", "client_ms", "lua_json_ms", "reduction_vs_client", "speedup_vs_lua_json",
+            NULL};
         bench_report_print(report, as_json, columns);
     }
     bench_report_free(report);

@@ -17,6 +17,7 @@ static const Benchmark benchmarks[] = {
     {"agg", bench_agg, "aggregation rules vs NumPy, and the mean vs memory bandwidth"},
     {"e2e", bench_e2e, "time per epoch and to a target accuracy: spirt train vs PyTorch DDP"},
     {"indb", bench_indb, "average B gradients + SGD step: in the database vs a client vs Lua/JSON"},
+    {"grad", bench_grad, "gradient steps per second of mlp and cnn, spirt vs PyTorch"},
     {NULL, NULL, NULL},
 };
 

@@ -12,5 +12,7 @@ int command_peer(int argc, char **argv);
 int command_worker(int argc, char **argv);
 int command_fn(int argc, char **argv);
 /* COMMANDS: each subcommand adds its declaration here as it lands. */
+int command_fit(int argc, char **argv);  /* cmd_fit.c */
+int command_eval(int argc, char **argv); /* cmd_eval.c */
 
 #endif /* SPIRT_CLI_COMMANDS_H */

@@ -18,8 +18,9 @@ static const Subcommand subcommands[] = {
     {"peer", command_peer, "run one peer against its own, already running database"},
     {"worker", command_worker, "serve a peer's function invocations (a warm worker)"},
     {"fn", command_fn, "run one function: JSON event on stdin, JSON result on stdout"},
+    {"fit", command_fit, "train one model in this process (the single-machine reference)"},
+    {"eval", command_eval, "evaluate a saved model on the test set"},
     {"bench", command_bench, "run a benchmark side by side with its baseline"},
-    /* SUBCOMMANDS: each part adds its line here as it lands. */
     {NULL, NULL, NULL},
 };
 static const size_t subcommand_count = sizeof(subcommands) / sizeof(subcommands[0]) - 1;

@@ -1,38 +1,40 @@
 /* linear.c -- the fully connected layer, out = inp weight^T + bias
- * (see layers.h), by OpenBLAS and by direct loops.
+ * (see layers.h), by nn_gemm and by direct loops.
  *
- * The GEMM forms, row-major, with inp (B, C), weight (OC, C), out (B, OC):
+ * The products, row-major, with inp (B, C), weight (OC, C), out (B, OC):
  *   forward   out     = inp  weight^T   (B x C)  (C x OC)
  *   backward  dinp   += dout weight     (B x OC) (OC x C)
  *             dweight += dout^T inp      (OC x B) (B x C)
- * weight is used as stored, transposed inside sgemm: no copies. */
-#include <cblas.h>
-
+ * Transposes are read in place by the product's packing (gemm.h). */
+#include "nn/gemm.h"
 #include "nn/layers.h"
 
+size_t nn_linear_workspace_floats(void) { return nn_gemm_workspace_floats(); }
+
 void nn_linear_forward(float *out, const float *inp, const float *weight, const float *bias, size_t B, size_t C,
-                       size_t OC) {
-    /* Start every row at the bias and let the product add to it (beta = 1):
-     * one pass over out instead of a product and a second bias pass. */
+                       size_t OC, const NnWorkspace *workspace) {
+    /* Start every row at the bias and let the product add to it: one pass
+     * over out instead of a product and a second bias pass. */
     for (size_t b = 0; b < B; b++) {
         float *out_b = out + b * OC;
         for (size_t o = 0; o < OC; o++) out_b[o] = bias[o];
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)OC, (int)C, 1.0f, inp, (int)C, weight,
-                (int)C, 1.0f, out, (int)OC);
+    NnOperand x = nn_operand_dense(inp, C), w_t = nn_operand_transposed(weight, C);
+    nn_gemm(B, OC, C, &x, &w_t, out, OC, 1, workspace->data, workspace->threads);
 }
 
 void nn_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                        const float *weight, size_t B, size_t C, size_t OC) {
+                        const float *weight, size_t B, size_t C, size_t OC, const NnWorkspace *workspace) {
     for (size_t b = 0; b < B; b++) {
         const float *dout_b = dout + b * OC;
         for (size_t o = 0; o < OC; o++) dbias[o] += dout_b[o];
     }
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)OC, (int)C, (int)B, 1.0f, dout, (int)OC, inp,
-                (int)C, 1.0f, dweight, (int)C);
-    if (dinp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)C, (int)OC, 1.0f, dout, (int)OC,
-                    weight, (int)C, 1.0f, dinp, (int)C);
+    NnOperand dout_t = nn_operand_transposed(dout, OC), x = nn_operand_dense(inp, C);
+    nn_gemm(OC, C, B, &dout_t, &x, dweight, C, 1, workspace->data, workspace->threads);
+    if (dinp) {
+        NnOperand d = nn_operand_dense(dout, OC), w = nn_operand_dense(weight, C);
+        nn_gemm(B, C, OC, &d, &w, dinp, C, 1, workspace->data, workspace->threads);
+    }
 }
 
 /* --- Naive reference --- */

@@ -14,12 +14,11 @@
  * B <= max_batch uses the first B * size floats of each region.
  *
  * The cnn's widths (16 and 32 channels, 128 hidden; 215,370 parameters):
- * it reaches the 0.90 test accuracy target with room to spare in 5 epochs
- * (docs/architecture.md has the figures), and costs ~3 M multiply-adds per
- * example forward, a quarter of 32/64 channels' ~11 M. Training runs in
- * the peers' stateless functions many times per round on shared cores,
- * so a model 3-4x cheaper at the same accuracy target wins. */
-#include <cblas.h>
+ * it reaches the 0.90 test accuracy target in 5 epochs with room to spare
+ * (0.913 with seed 1; docs/architecture.md has the figures) at ~3 M
+ * multiply-adds per example forward, a quarter of 32/64 channels' ~11 M.
+ * Training runs in the peers' stateless functions many times per round on
+ * shared cores, so a model 3-4x cheaper that meets the target wins. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,10 +63,10 @@ struct NnModel {
     NnModelKind kind;
     Architecture architecture;
     size_t max_batch;
-    int threads;               /* OpenBLAS threads for this model's products */
+    int threads;               /* threads for this model's matrix products */
     float *params, *grads;     /* param_count each */
     float *acts, *grad_acts;   /* activation_size * max_batch each */
-    float *workspace;          /* the convolutions' im2col room */
+    float *workspace;          /* the matrix products' scratch (NnWorkspace) */
     uint8_t *labels;           /* max_batch: the last forward's labels */
     size_t batch;              /* examples in the last forward (0: none yet) */
     int backward_ready;        /* the last forward had labels */
@@ -251,7 +250,7 @@ NnModel *nn_model_create(NnModelKind kind, size_t max_batch, SpirtError *error) 
     model->threads = 1;
     build_architecture(kind, &model->architecture);
     const Architecture *a = &model->architecture;
-    size_t workspace = 1;
+    size_t workspace = nn_linear_workspace_floats();
     for (size_t i = 0; i < a->layer_count; i++)
         if (a->layers[i].kind == LAYER_CONV) {
             NnConvShape shape = conv_shape(&a->layers[i], max_batch);
@@ -348,10 +347,6 @@ void nn_model_zero_grads(NnModel *model) {
 
 /* --- Forward and backward --- */
 
-static void use_threads(const NnModel *model) {
-    if (openblas_get_num_threads() != model->threads) openblas_set_num_threads(model->threads);
-}
-
 static float *region(const NnModel *model, float *slab, size_t per_example_offset) {
     return slab + per_example_offset * model->max_batch;
 }
@@ -368,7 +363,7 @@ static size_t argmax(const float *values, size_t count) {
 static void forward_batch(NnModel *model, const float *images, const uint8_t *labels, size_t B, double *loss_sum,
                           size_t *correct) {
     const Architecture *a = &model->architecture;
-    use_threads(model);
+    NnWorkspace workspace = {model->workspace, model->threads};
     memcpy(model->acts, images, B * NN_INPUT_FEATURES * sizeof(float));
     for (size_t i = 0; i < a->layer_count; i++) {
         const Layer *layer = &a->layers[i];
@@ -377,22 +372,22 @@ static void forward_batch(NnModel *model, const float *images, const uint8_t *la
         switch (layer->kind) {
         case LAYER_LINEAR:
             nn_linear_forward(out, in, model->params + layer->weight, model->params + layer->bias, B,
-                              layer->in_size, layer->out_size);
+                              layer->in_size, layer->out_size, &workspace);
             break;
         case LAYER_CONV: {
             NnConvShape shape = conv_shape(layer, B);
             nn_conv2d_forward(out, in, model->params + layer->weight, model->params + layer->bias, &shape,
-                              model->workspace);
+                              &workspace);
             break;
         }
         case LAYER_RELU:
             nn_relu_forward(out, in, B * layer->in_size);
             break;
         case LAYER_MAXPOOL:
-            nn_maxpool2x2_forward(out, in, layer->channels * B, layer->height, layer->width);
+            nn_maxpool2x2_forward(out, in, B, layer->height, layer->width, layer->channels);
             break;
         case LAYER_FLATTEN:
-            nn_flatten_forward(out, in, layer->channels, B, layer->height * layer->width);
+            nn_flatten_forward(out, in, B, layer->height * layer->width, layer->channels);
             break;
         }
     }
@@ -443,7 +438,7 @@ int nn_model_backward(NnModel *model, SpirtError *error) {
         return spirt_error_set(error, SPIRT_ERR_PRECONDITION, "backward needs a forward with labels first");
     const Architecture *a = &model->architecture;
     size_t B = model->batch;
-    use_threads(model);
+    NnWorkspace workspace = {model->workspace, model->threads};
     /* Each activation gradient has exactly one writer (the layers form a
      * chain), but kernels accumulate, so start them all at zero. */
     for (size_t i = 0; i < a->layer_count; i++) {
@@ -462,22 +457,22 @@ int nn_model_backward(NnModel *model, SpirtError *error) {
         switch (layer->kind) {
         case LAYER_LINEAR:
             nn_linear_backward(din, model->grads + layer->weight, model->grads + layer->bias, dout, in,
-                               model->params + layer->weight, B, layer->in_size, layer->out_size);
+                               model->params + layer->weight, B, layer->in_size, layer->out_size, &workspace);
             break;
         case LAYER_CONV: {
             NnConvShape shape = conv_shape(layer, B);
             nn_conv2d_backward(din, model->grads + layer->weight, model->grads + layer->bias, dout, in,
-                               model->params + layer->weight, &shape, model->workspace);
+                               model->params + layer->weight, &shape, &workspace);
             break;
         }
         case LAYER_RELU:
             if (din) nn_relu_backward(din, dout, out, B * layer->in_size);
             break;
         case LAYER_MAXPOOL:
-            if (din) nn_maxpool2x2_backward(din, dout, in, layer->channels * B, layer->height, layer->width);
+            if (din) nn_maxpool2x2_backward(din, dout, in, B, layer->height, layer->width, layer->channels);
             break;
         case LAYER_FLATTEN:
-            if (din) nn_flatten_backward(din, dout, layer->channels, B, layer->height * layer->width);
+            if (din) nn_flatten_backward(din, dout, B, layer->height * layer->width, layer->channels);
             break;
         }
     }

@@ -1,66 +1,66 @@
-/* pool.c -- 2x2 max pooling with stride 2, and the flatten transpose
- * (see layers.h): the two reshaping steps between the convolutions and the
- * dense layers. */
+/* pool.c -- 2x2 max pooling with stride 2, and flatten (see layers.h): the
+ * two reshaping steps between the convolutions and the dense layers.
+ *
+ * Channels-last: the C channels of a pixel are consecutive, so the inner
+ * loops run over channels, contiguous in both input and output. */
 #include "nn/layers.h"
 
-void nn_maxpool2x2_forward(float *out, const float *inp, size_t planes, size_t H, size_t W) {
+void nn_maxpool2x2_forward(float *restrict out, const float *restrict inp, size_t B, size_t H, size_t W, size_t C) {
     size_t OH = H / 2, OW = W / 2;
-    for (size_t p = 0; p < planes; p++) {
-        const float *plane = inp + p * H * W;
-        float *out_p = out + p * OH * OW;
+    for (size_t b = 0; b < B; b++)
         for (size_t oh = 0; oh < OH; oh++) {
-            const float *row0 = plane + 2 * oh * W, *row1 = row0 + W;
+            const float *row0 = inp + ((b * H + 2 * oh) * W) * C, *row1 = row0 + W * C;
+            float *to = out + ((b * OH + oh) * OW) * C;
             for (size_t ow = 0; ow < OW; ow++) {
-                /* Row-major scan, replacing only on a strictly larger value:
-                 * the first maximum wins, as the backward assumes. */
-                float best = row0[2 * ow];
-                if (row0[2 * ow + 1] > best) best = row0[2 * ow + 1];
-                if (row1[2 * ow] > best) best = row1[2 * ow];
-                if (row1[2 * ow + 1] > best) best = row1[2 * ow + 1];
-                out_p[oh * OW + ow] = best;
+                const float *x00 = row0 + 2 * ow * C, *x01 = x00 + C, *x10 = row1 + 2 * ow * C, *x11 = x10 + C;
+                for (size_t c = 0; c < C; c++) {
+                    /* Row-major scan, replacing only on a strictly larger
+                     * value: the first maximum wins, as the backward assumes. */
+                    float best = x00[c];
+                    if (x01[c] > best) best = x01[c];
+                    if (x10[c] > best) best = x10[c];
+                    if (x11[c] > best) best = x11[c];
+                    to[ow * C + c] = best;
+                }
             }
         }
-    }
 }
 
-void nn_maxpool2x2_backward(float *dinp, const float *dout, const float *inp, size_t planes, size_t H, size_t W) {
+void nn_maxpool2x2_backward(float *restrict dinp, const float *restrict dout, const float *restrict inp, size_t B,
+                            size_t H, size_t W, size_t C) {
     size_t OH = H / 2, OW = W / 2;
-    for (size_t p = 0; p < planes; p++) {
-        const float *plane = inp + p * H * W;
-        float *dplane = dinp + p * H * W;
-        const float *dout_p = dout + p * OH * OW;
+    for (size_t b = 0; b < B; b++)
         for (size_t oh = 0; oh < OH; oh++) {
-            size_t top = 2 * oh * W;
+            size_t top = (b * H + 2 * oh) * W * C;
+            const float *from = dout + ((b * OH + oh) * OW) * C;
             for (size_t ow = 0; ow < OW; ow++) {
-                /* The same scan as the forward, remembering where. */
-                size_t at = top + 2 * ow;
-                float best = plane[at];
-                size_t candidates[3] = {top + 2 * ow + 1, top + W + 2 * ow, top + W + 2 * ow + 1};
-                for (int k = 0; k < 3; k++)
-                    if (plane[candidates[k]] > best) {
-                        best = plane[candidates[k]];
-                        at = candidates[k];
-                    }
-                dplane[at] += dout_p[oh * OW + ow];
+                const float *x00 = inp + top + 2 * ow * C, *x01 = x00 + C, *x10 = x00 + W * C, *x11 = x10 + C;
+                float *d00 = dinp + top + 2 * ow * C, *d01 = d00 + C, *d10 = d00 + W * C, *d11 = d10 + C;
+                const float *g = from + ow * C;
+                /* The forward keeps the first maximum in row-major order: a
+                 * corner wins if it is strictly above every earlier corner
+                 * and at least every later one. One branch-free loop per
+                 * corner (bitwise &, not &&), so each vectorizes. */
+                for (size_t c = 0; c < C; c++)
+                    d00[c] += (x00[c] >= x01[c]) & (x00[c] >= x10[c]) & (x00[c] >= x11[c]) ? g[c] : 0.0f;
+                for (size_t c = 0; c < C; c++)
+                    d01[c] += (x01[c] > x00[c]) & (x01[c] >= x10[c]) & (x01[c] >= x11[c]) ? g[c] : 0.0f;
+                for (size_t c = 0; c < C; c++)
+                    d10[c] += (x10[c] > x00[c]) & (x10[c] > x01[c]) & (x10[c] >= x11[c]) ? g[c] : 0.0f;
+                for (size_t c = 0; c < C; c++)
+                    d11[c] += (x11[c] > x00[c]) & (x11[c] > x01[c]) & (x11[c] > x10[c]) ? g[c] : 0.0f;
             }
         }
-    }
 }
 
-void nn_flatten_forward(float *out, const float *inp, size_t C, size_t B, size_t S) {
-    for (size_t c = 0; c < C; c++)
-        for (size_t b = 0; b < B; b++) {
-            const float *from = inp + (c * B + b) * S;
-            float *to = out + b * C * S + c * S;
-            for (size_t s = 0; s < S; s++) to[s] = from[s];
-        }
+void nn_flatten_forward(float *restrict out, const float *restrict inp, size_t B, size_t S, size_t C) {
+    for (size_t b = 0; b < B; b++)
+        for (size_t s = 0; s < S; s++)
+            for (size_t c = 0; c < C; c++) out[(b * C + c) * S + s] = inp[(b * S + s) * C + c];
 }
 
-void nn_flatten_backward(float *dinp, const float *dout, size_t C, size_t B, size_t S) {
-    for (size_t c = 0; c < C; c++)
-        for (size_t b = 0; b < B; b++) {
-            float *to = dinp + (c * B + b) * S;
-            const float *from = dout + b * C * S + c * S;
-            for (size_t s = 0; s < S; s++) to[s] += from[s];
-        }
+void nn_flatten_backward(float *restrict dinp, const float *restrict dout, size_t B, size_t S, size_t C) {
+    for (size_t b = 0; b < B; b++)
+        for (size_t s = 0; s < S; s++)
+            for (size_t c = 0; c < C; c++) dinp[(b * S + s) * C + c] += dout[(b * C + c) * S + s];
 }

@@ -245,7 +245,7 @@ static int read_reply(StoreConn *conn, uint64_t fixed_deadline, StoreReply **rep
                                         "reply larger than the %zu-byte limit (max_reply_bytes)",
                                         conn->budget.limit);
             if (conn->budget.malformed)
-                return break_connection(conn, SPIRT_ERR_PROTOCOL, error, "malformed reply (bad array length)");
+                return break_connection(conn, SPIRT_ERR_PROTOCOL, error, "malformed reply (an impossible length)");
             if (reader->err == REDIS_ERR_OOM)
                 return break_connection(conn, SPIRT_ERR_NOMEM, error, "out of memory reading a reply");
             return break_connection(conn, SPIRT_ERR_PROTOCOL, error, "malformed reply: %s", reader->errstr);
@@ -295,7 +295,8 @@ static int queue_argv(StoreConn *conn, size_t argc, const char *const *argv, con
     for (size_t i = 0; i < argc; i++) {
         if (argv[i] == NULL) return spirt_error_set(error, SPIRT_ERR_INVALID, "argument %zu is NULL", i);
         size_t length = lengths ? lengths[i] : strlen(argv[i]);
-        if (length > STORE_MAX_REQUEST_BYTES || total > STORE_MAX_REQUEST_BYTES - length - 32)
+        /* total stays <= the limit, so the sum cannot wrap. */
+        if (length > STORE_MAX_REQUEST_BYTES || total + length + 32 > STORE_MAX_REQUEST_BYTES)
             return spirt_error_set(error, SPIRT_ERR_INVALID, "command larger than the %zu-byte request limit",
                                    STORE_MAX_REQUEST_BYTES);
         total += length + 32;

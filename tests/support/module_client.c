@@ -8,14 +8,15 @@
 
 #include "spirt/rng.h"
 
-int module_test_start(TestRedis *server, const char *const *module_arguments, const char *const *extra,
-                      int appendonly, const char *dir) {
+int module_test_start(TestRedis *server, const char *const *module_arguments, const char *const *extra, int appendonly,
+                      const char *dir) {
     const char *arguments[64];
     int count = 0;
     /* Module arguments come first: the fixture puts extra arguments right
      * after "--loadmodule path", and Redis reads every word up to the next
      * "--option" as part of that directive. */
-    for (int i = 0; module_arguments && module_arguments[i] && count < 40; i++) arguments[count++] = module_arguments[i];
+    for (int i = 0; module_arguments && module_arguments[i] && count < 40; i++)
+        arguments[count++] = module_arguments[i];
     arguments[count++] = "--enable-debug-command";
     arguments[count++] = "yes";
     for (int i = 0; extra && extra[i] && count < 62; i++) arguments[count++] = extra[i];
@@ -32,15 +33,39 @@ redisReply *module_test_command_argv(redisContext *context, int argc, const char
     return redisCommandArgv(context, argc, argv, lengths);
 }
 
+/* Collects the NULL-terminated arguments after `first` into argv. */
+static int collect_arguments(const char *first, va_list args, const char **argv, int max) {
+    int argc = 0;
+    for (const char *argument = first; argument && argc < max; argument = va_arg(args, const char *))
+        argv[argc++] = argument;
+    return argc;
+}
+
 redisReply *module_test_command(redisContext *context, const char *first, ...) {
     const char *argv[64];
-    int argc = 0;
     va_list args;
     va_start(args, first);
-    for (const char *argument = first; argument && argc < 64; argument = va_arg(args, const char *))
-        argv[argc++] = argument;
+    int argc = collect_arguments(first, args, argv, 64);
     va_end(args);
     return redisCommandArgv(context, argc, argv, NULL);
+}
+
+int module_test_reply_ok(redisReply *reply) {
+    int ok = module_test_is_ok(reply);
+    if (!ok) fprintf(stderr, "  reply: %s\n", reply ? (reply->str ? reply->str : "(not a string)") : "(none)");
+    if (reply) freeReplyObject(reply);
+    return ok;
+}
+
+int module_test_ok(redisContext *context, const char *first, ...) {
+    const char *argv[64];
+    va_list args;
+    va_start(args, first);
+    int argc = collect_arguments(first, args, argv, 64);
+    va_end(args);
+    redisReply *reply = redisCommandArgv(context, argc, argv, NULL);
+    if (!module_test_is_ok(reply)) fprintf(stderr, "  %s %s ...:\n", argv[0], argc > 1 ? argv[1] : "");
+    return module_test_reply_ok(reply);
 }
 
 redisReply *module_test_tset_reply(redisContext *context, const char *key, const float *values, uint32_t ndim,
@@ -63,8 +88,7 @@ redisReply *module_test_tset_reply(redisContext *context, const char *key, const
     return redisCommandArgv(context, argc, argv, lengths);
 }
 
-int module_test_tset(redisContext *context, const char *key, const float *values, uint32_t ndim,
-                     const uint64_t *dims) {
+int module_test_tset(redisContext *context, const char *key, const float *values, uint32_t ndim, const uint64_t *dims) {
     redisReply *reply = module_test_tset_reply(context, key, values, ndim, dims);
     int ok = module_test_is_ok(reply);
     if (!ok) fprintf(stderr, "TSET %s: %s\n", key, reply && reply->str ? reply->str : "no reply");

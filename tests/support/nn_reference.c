@@ -65,9 +65,16 @@ double nn_reference_softmax_xent(const double *logits, const uint8_t *labels, si
     return total / (double)B;
 }
 
-void nn_reference_swap_dims(double *dst, const double *src, size_t D0, size_t D1, size_t S) {
-    for (size_t i = 0; i < D0; i++)
-        for (size_t j = 0; j < D1; j++) memcpy(dst + (j * D0 + i) * S, src + (i * D1 + j) * S, S * sizeof(double));
+void nn_reference_nhwc_to_nchw(double *dst, const double *src, size_t B, size_t S, size_t C) {
+    for (size_t b = 0; b < B; b++)
+        for (size_t s = 0; s < S; s++)
+            for (size_t c = 0; c < C; c++) dst[(b * C + c) * S + s] = src[(b * S + s) * C + c];
+}
+
+void nn_reference_nchw_to_nhwc(double *dst, const double *src, size_t B, size_t S, size_t C) {
+    for (size_t b = 0; b < B; b++)
+        for (size_t s = 0; s < S; s++)
+            for (size_t c = 0; c < C; c++) dst[(b * S + s) * C + c] = src[(b * C + c) * S + s];
 }
 
 /* The next `count` parameters, in the documented order. */
