@@ -58,8 +58,11 @@ int spirt_command_tset(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) 
     }
     if (spirt_key_store(ctx, argv[1], tensor, "spirt.tset") != REDISMODULE_OK)
         return spirt_reply_error(ctx, "INTERNAL", "cannot store the tensor");
-    /* The command is its own deterministic effect. */
-    RedisModule_ReplicateVerbatim(ctx);
+    /* The command is its own deterministic effect (scratch keys excepted). */
+    if (spirt_key_is_transient(argv[1]))
+        spirt_propagate_nothing(ctx, argv[1]);
+    else
+        RedisModule_ReplicateVerbatim(ctx);
     return RedisModule_ReplyWithSimpleString(ctx, "OK");
 }
 

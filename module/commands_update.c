@@ -5,7 +5,7 @@
  *
  * SPIRT.UPDATE params grad OPT sgd|momentum|nesterov|adam|adamw LR x
  *              [MOMENTUM m] [BETA1 b] [BETA2 b] [EPS e] [WD w] [STEP t]
- *              [STATE key]
+ *              [STATE key] [PERSIST YES|NO]
  * Reply: +OK. The state (momentum: n floats; adam: m then s, 2n floats) is
  * a one-dimensional tensor under STATE, created zeroed on first use and
  * shape-checked afterwards; STEP (1-based) is required by adam/adamw.
@@ -34,6 +34,7 @@
 typedef struct UpdateJob {
     SpirtJob base;
     OptimConfig config;
+    int persist; /* propagate the result (PERSIST YES, the default) */
     uint64_t step;
     RedisModuleString *params_name; /* retained key names */
     RedisModuleString *state_name;  /* NULL when the optimizer keeps no state */
@@ -144,9 +145,15 @@ static int update_finish(RedisModuleCtx *ctx, SpirtJob *base) {
     if (spirt_key_store(ctx, job->params_name, params, "spirt.update") != REDISMODULE_OK ||
         (state && spirt_key_store(ctx, job->state_name, state, "spirt.update") != REDISMODULE_OK))
         return spirt_reply_error(ctx, "INTERNAL", "cannot store the update");
-    /* Two propagated commands: Redis wraps them in MULTI/EXEC. */
-    spirt_propagate_tensor(ctx, job->params_name, params);
-    if (state) spirt_propagate_tensor(ctx, job->state_name, state);
+    /* Two propagated commands: Redis wraps them in MULTI/EXEC. With PERSIST
+     * NO the step stays in memory only: the caller checkpoints later by
+     * stepping with PERSIST YES (or SPIRT.TSET of the values). */
+    if (job->persist) {
+        spirt_propagate_tensor(ctx, job->params_name, params);
+        if (state) spirt_propagate_tensor(ctx, job->state_name, state);
+    } else {
+        spirt_propagate_nothing(ctx, job->params_name);
+    }
     return RedisModule_ReplyWithSimpleString(ctx, "OK");
 }
 
@@ -164,11 +171,11 @@ static void update_destroy(SpirtJob *base) {
 
 /* Parses "OPT name LR x [options]" from argv[3..argc) into config/step/state. */
 static int parse_options(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, OptimConfig *config, uint64_t *step,
-                         RedisModuleString **state_name) {
+                         RedisModuleString **state_name, int *persist) {
     char label[80];
     static const char syntax[] =
         "syntax: SPIRT.UPDATE params grad OPT sgd|momentum|nesterov|adam|adamw LR x [MOMENTUM m] [BETA1 b] "
-        "[BETA2 b] [EPS e] [WD w] [STEP t] [STATE key]";
+        "[BETA2 b] [EPS e] [WD w] [STEP t] [STATE key] [PERSIST YES|NO]";
     if (!spirt_arg_is(argv[3], "OPT")) {
         spirt_reply_error(ctx, "INVALID", "%s", syntax);
         return REDISMODULE_ERR;
@@ -192,6 +199,7 @@ static int parse_options(RedisModuleCtx *ctx, RedisModuleString **argv, int argc
     int have_lr = 0;
     *step = 0;
     *state_name = NULL;
+    *persist = 1;
     for (int i = 5; i < argc; i += 2) {
         if (i + 1 >= argc) {
             spirt_reply_error(ctx, "INVALID", "option '%s' needs a value",
@@ -203,6 +211,14 @@ static int parse_options(RedisModuleCtx *ctx, RedisModuleString **argv, int argc
         long long integer;
         if (spirt_arg_is(name, "STATE")) {
             *state_name = value;
+            continue;
+        }
+        if (spirt_arg_is(name, "PERSIST")) {
+            if (!spirt_arg_is(value, "YES") && !spirt_arg_is(value, "NO")) {
+                spirt_reply_error(ctx, "INVALID", "PERSIST takes YES or NO");
+                return REDISMODULE_ERR;
+            }
+            *persist = spirt_arg_is(value, "YES");
             continue;
         }
         if (spirt_arg_is(name, "STEP")) {
@@ -257,7 +273,8 @@ int spirt_command_update(RedisModuleCtx *ctx, RedisModuleString **argv, int argc
     OptimConfig config;
     uint64_t step;
     RedisModuleString *state_name;
-    if (parse_options(ctx, argv, argc, &config, &step, &state_name) != REDISMODULE_OK) return REDISMODULE_OK;
+    int persist;
+    if (parse_options(ctx, argv, argc, &config, &step, &state_name, &persist) != REDISMODULE_OK) return REDISMODULE_OK;
 
     SpirtTensor *params, *grad, *state = NULL;
     if (spirt_key_tensor_or_reply(ctx, argv[1], "params", &params) != REDISMODULE_OK) return REDISMODULE_OK;
@@ -298,6 +315,7 @@ int spirt_command_update(RedisModuleCtx *ctx, RedisModuleString **argv, int argc
     UpdateJob *job = spirt_job_create(sizeof(*job), update_compute, update_finish, update_destroy);
     job->config = config;
     job->step = step;
+    job->persist = persist;
     job->state_count = state_count;
     job->params = spirt_tensor_retain(params);
     job->grad = spirt_tensor_retain(grad);

@@ -180,14 +180,28 @@ static int propagation_needed(RedisModuleCtx *ctx) {
     return missing_replicas || missing_backlog || replicas > 0 || backlog != 0;
 }
 
+int spirt_key_is_transient(const RedisModuleString *name) {
+    size_t length;
+    const char *text = RedisModule_StringPtrLen(name, &length);
+    for (int i = 0; i < spirt_config.transient_prefix_count; i++) {
+        size_t prefix_length = strlen(spirt_config.transient_prefixes[i]);
+        if (length >= prefix_length && memcmp(text, spirt_config.transient_prefixes[i], prefix_length) == 0) return 1;
+    }
+    return 0;
+}
+
+void spirt_propagate_nothing(RedisModuleCtx *ctx, RedisModuleString *name) {
+    /* Replicate with "A" and "R" (neither AOF nor replicas) and no payload
+     * sends nothing but counts the write in Redis's dirty counter, which
+     * drives the RDB save points. */
+    RedisModule_Replicate(ctx, "SPIRT.TSET", "ARs", name);
+}
+
 void spirt_propagate_tensor(RedisModuleCtx *ctx, RedisModuleString *name, const SpirtTensor *tensor) {
-    if (!propagation_needed(ctx)) {
+    if (spirt_key_is_transient(name) || !propagation_needed(ctx)) {
         /* Building the command copies the whole tensor (about 1 ms per 4 MB
-         * on the main thread) only for Redis to drop it. Still call
-         * Replicate, with "A" and "R" (neither AOF nor replicas) and no
-         * payload: it sends nothing but counts the write in Redis's dirty
-         * counter, which drives the RDB save points. */
-        RedisModule_Replicate(ctx, "SPIRT.TSET", "ARs", name);
+         * on the main thread): skip it when nothing would keep it. */
+        spirt_propagate_nothing(ctx, name);
         return;
     }
     RedisModuleString *dims[SPIRT_TENSOR_MAX_DIMS];

@@ -8,7 +8,11 @@
  * INLINE_MAX: commands that read at most this many floats run on the main
  * thread; larger ones on a worker thread (default 262144, i.e. 1 MiB).
  * CACHE_MAX: bytes of freed tensor blocks kept for reuse (default 256 MiB;
- * 0 disables; see tensor_type.c). */
+ * 0 disables; see tensor_type.c).
+ * TRANSIENT_PREFIX p (repeatable, up to 8): keys starting with p are scratch;
+ * module commands writing them do not send the write to the AOF or to
+ * replicas (spirt train uses "spirt:r:", the per-round keys a restarted
+ * peer recomputes anyway). */
 #include <pthread.h>
 #include <string.h>
 
@@ -25,6 +29,18 @@ static int parse_load_arguments(RedisModuleCtx *ctx, RedisModuleString **argv, i
     for (int i = 0; i < argc; i += 2) {
         size_t length;
         const char *name = RedisModule_StringPtrLen(argv[i], &length);
+        if (spirt_arg_is(argv[i], "TRANSIENT_PREFIX")) {
+            size_t prefix_length = 0;
+            const char *prefix = i + 1 < argc ? RedisModule_StringPtrLen(argv[i + 1], &prefix_length) : NULL;
+            if (prefix == NULL || prefix_length == 0 || prefix_length >= SPIRT_TRANSIENT_PREFIX_MAX ||
+                spirt_config.transient_prefix_count == SPIRT_TRANSIENT_PREFIXES_MAX) {
+                RedisModule_Log(ctx, "warning", "TRANSIENT_PREFIX needs a prefix of 1 to %d bytes (at most %d of them)",
+                                SPIRT_TRANSIENT_PREFIX_MAX - 1, SPIRT_TRANSIENT_PREFIXES_MAX);
+                return REDISMODULE_ERR;
+            }
+            memcpy(spirt_config.transient_prefixes[spirt_config.transient_prefix_count++], prefix, prefix_length);
+            continue;
+        }
         long long value;
         if (i + 1 >= argc || RedisModule_StringToLongLong(argv[i + 1], &value) != REDISMODULE_OK) {
             RedisModule_Log(ctx, "warning", "load argument '%s' needs an integer value", name);
@@ -38,7 +54,8 @@ static int parse_load_arguments(RedisModuleCtx *ctx, RedisModuleString **argv, i
             spirt_config.cache_max = (size_t)value;
         } else {
             RedisModule_Log(ctx, "warning",
-                            "bad load argument '%s %lld' (known: THREADS 1..64, INLINE_MAX >= 0, CACHE_MAX >= 0)", name,
+                            "bad load argument '%s %lld' (known: THREADS 1..64, INLINE_MAX >= 0, CACHE_MAX >= 0, "
+                            "TRANSIENT_PREFIX p)", name,
                             value);
             return REDISMODULE_ERR;
         }

@@ -43,6 +43,9 @@
 
 /* --- Settings (module load arguments) ----------------------------------- */
 
+#define SPIRT_TRANSIENT_PREFIXES_MAX 8
+#define SPIRT_TRANSIENT_PREFIX_MAX 64
+
 typedef struct SpirtModuleConfig {
     int threads;       /* threads a kernel may use (THREADS n; default: all CPUs) */
     size_t inline_max; /* commands reading at most this many floats run on the
@@ -50,6 +53,11 @@ typedef struct SpirtModuleConfig {
     size_t cache_max;  /* bytes of freed tensor blocks kept for reuse
                           (CACHE_MAX n; default 256 MiB; 0 disables) */
     pthread_t main_thread; /* Redis's main thread (where OnLoad runs) */
+    /* Keys starting with one of these prefixes are scratch: module commands
+     * that write them do not propagate the write to the AOF or replicas
+     * (TRANSIENT_PREFIX p, repeatable). A restart loses them. */
+    char transient_prefixes[SPIRT_TRANSIENT_PREFIXES_MAX][SPIRT_TRANSIENT_PREFIX_MAX];
+    int transient_prefix_count;
 } SpirtModuleConfig;
 
 /* Set once in RedisModule_OnLoad, read-only afterwards. */
@@ -138,6 +146,11 @@ int spirt_key_store(RedisModuleCtx *ctx, RedisModuleString *name, SpirtTensor *t
  * replicas: how every command that computes a tensor makes its effect
  * durable and replicated (see docs/module.md, "Replication"). */
 void spirt_propagate_tensor(RedisModuleCtx *ctx, RedisModuleString *name, const SpirtTensor *tensor);
+/* 1 if `name` starts with a TRANSIENT_PREFIX: its writes are not propagated. */
+int spirt_key_is_transient(const RedisModuleString *name);
+/* Counts a write that is not propagated (for Redis's save points) without
+ * sending anything to the AOF or replicas. */
+void spirt_propagate_nothing(RedisModuleCtx *ctx, RedisModuleString *name);
 
 /* The dims of `tensor` as strings for a 'v' argument of Replicate/EmitAOF;
  * free them with spirt_dims_free. */

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "run_command.h"
+#include "test_process.h"
 #include "spirt/tensor.h"
 #include "test.h"
 

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "run_command.h"
+#include "test_process.h"
 #include "test.h"
 
 static void check_target(const char *model, double target) {

@@ -78,11 +78,11 @@ static int setup(void) {
         /* Small shards (3000 examples each) keep the test quick; sgd makes
          * the update easy to check by hand. */
         json_t *config = json_pack(
-            "{s:s, s:O, s:{s:s, s:i, s:i, s:i, s:i, s:{s:s, s:f}, s:s, s:f, s:i, s:i, s:i}, "
+            "{s:s, s:O, s:{s:s, s:i, s:i, s:i, s:i, s:{s:s, s:f}, s:s, s:f, s:i, s:i, s:i, s:i}, "
             "s:{s:s, s:s, s:i, s:i, s:i, s:i}}",
             "peer_id", peer->id, "peers", list, "run", "model", "logreg", "batch_size", BATCH, "batches_per_round",
             PER_ROUND, "rounds", 1000, "seed", 7, "optimizer", "kind", "sgd", "lr", 0.1, "aggregator", "median",
-            "exchange_wait_seconds", 2.0, "heartbeat_ttl_ms", 400, "dead_after_ms", 300, "keep_rounds", 2, "data",
+            "exchange_wait_seconds", 2.0, "heartbeat_ttl_ms", 400, "dead_after_ms", 300, "keep_rounds", 2, "checkpoint_every", 1, "data",
             "source", "fashion-mnist", "partition", "iid", "shard", i, "shards", 20, "validation", 100, "seed", 7);
         int status = peer->conn ? peer_prepare_database(peer->conn, config, NULL, &error) : error.code;
         json_decref(config);

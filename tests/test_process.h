@@ -18,6 +18,19 @@ const char *test_spirt_path(void);
  * 128 + signal, or -1 if it could not run. */
 int test_run(const char *const *argv, int timeout_seconds, char **output, char **errors);
 
+/* What test_run_spirt captured. */
+typedef struct TestCommand {
+    int status;   /* exit status; 128 + signal if killed; -1 if it could not run */
+    char *output; /* its stdout, NUL-terminated, owned */
+    char *errors; /* its stderr, NUL-terminated, owned */
+} TestCommand;
+
+/* Runs build/spirt with args (NULL-terminated, without the program name),
+ * at most 900 s. Fills *result (free with test_command_free); returns its
+ * status. */
+int test_run_spirt(const char *const *args, TestCommand *result);
+void test_command_free(TestCommand *result);
+
 /* Starts argv in the background, stdout and stderr appended to log_path
  * (NULL: /dev/null). Returns its pid, or -1. */
 pid_t test_spawn(const char *const *argv, const char *log_path);

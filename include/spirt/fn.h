@@ -69,6 +69,7 @@ typedef struct RunConfig {
     int64_t heartbeat_ttl_ms;     /* a peer whose heartbeat is older is suspect */
     int64_t dead_after_ms;        /* suspect for this long: dead */
     uint64_t keep_rounds;         /* per-round keys older than this are deleted */
+    uint64_t checkpoint_every;    /* persist the model every k rounds (and the last) */
 } RunConfig;
 
 /* Defaults for every field (model mlp, batch 32, 2 per round, momentum 0.05,

@@ -18,6 +18,7 @@
  *   spirt:r:{r}:updated       set once round r's optimizer step is applied
  *   spirt:pub:{r}             the signed average other peers read (envelope)
  *   spirt:round               the last completed round (integer)
+ *   spirt:checkpoint          the last round whose model is persisted (integer)
  *   spirt:members             membership: peer id -> JSON (hash)
  *   spirt:heartbeat           the peer's liveness, with a time to live
  *   spirt:inbox               join requests (list of signed envelopes)
@@ -40,6 +41,10 @@
 #define KEY_VALIDATION_IMAGES "spirt:data:val:images"
 #define KEY_VALIDATION_LABELS "spirt:data:val:labels"
 #define KEY_ROUND "spirt:round"
+#define KEY_CHECKPOINT "spirt:checkpoint"
+/* Per-round keys: scratch, never persisted when the module is loaded with
+ * TRANSIENT_PREFIX spirt:r: (a restarted peer recomputes them). */
+#define KEY_ROUND_PREFIX "spirt:r:"
 #define KEY_MEMBERS "spirt:members"
 #define KEY_HEARTBEAT "spirt:heartbeat"
 #define KEY_INBOX "spirt:inbox"

@@ -98,6 +98,13 @@ unsigned char *tensor_encode(const Tensor *tensor, size_t *size, SpirtError *err
  * caller owns the result (tensor_free). */
 Tensor *tensor_decode(const unsigned char *bytes, size_t size, const char *what, SpirtError *error);
 
+/* tensor_decode for bytes whose integrity is already proven -- the payload
+ * of an envelope whose signature covers its BLAKE2b-256 digest: checks every
+ * field but does not hash the data again (the costliest part of decoding). */
+Tensor *tensor_decode_authenticated(const unsigned char *bytes, size_t size, const char *what, SpirtError *error);
+/* The digest stored in an encoding's header, as 32 hex digits (no check). */
+void tensor_encoded_digest_hex(const unsigned char *bytes, char out[SPIRT_DIGEST_HEX_SIZE]);
+
 /* Writes `tensor` to `path` in the file format above, atomically (a
  * temporary file renamed into place). */
 int tensor_file_write(const char *path, const Tensor *tensor, SpirtError *error);

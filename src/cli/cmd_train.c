@@ -203,10 +203,11 @@ static int start_everything(Run *run, const Dataset *train, const AttackConfig *
         if ((status = identity_from_seed(&identities[i], peer->id, seed, error)) != SPIRT_OK ||
             (status = identity_save(&identities[i], key_path, error)) != SPIRT_OK)
             break;
-        /* Raise the AOF rewrite threshold above the shard's size: the data
-         * is written once, and rewriting it every few rounds would only
-         * stall the server (redis-module-abi.md). */
-        const char *extra[] = {"--auto-aof-rewrite-min-size", "1gb", NULL};
+        /* The module arguments first: per-round keys are scratch, not
+         * persisted. Then the AOF rewrite threshold, above the shard's
+         * size: the data is written once, and rewriting it every few rounds
+         * would only stall the server (redis-module-abi.md). */
+        const char *extra[] = {"TRANSIENT_PREFIX", KEY_ROUND_PREFIX, "--auto-aof-rewrite-min-size", "1gb", NULL};
         if ((status = cluster_start_database(run->cluster, peer->id, dir, module_path, 1, extra, &peer->database,
                                              error)) != SPIRT_OK)
             break;

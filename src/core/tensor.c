@@ -215,7 +215,7 @@ unsigned char *tensor_encode(const Tensor *tensor, size_t *size, SpirtError *err
     return bytes;
 }
 
-Tensor *tensor_decode(const unsigned char *bytes, size_t size, const char *what, SpirtError *error) {
+static Tensor *decode(const unsigned char *bytes, size_t size, const char *what, int check, SpirtError *error) {
     if (size < SPIRT_TENSOR_FILE_HEADER_SIZE) {
         spirt_error_set(error, SPIRT_ERR_FORMAT, "%s: too short for a tensor header (%zu bytes)", what, size);
         return NULL;
@@ -225,11 +225,23 @@ Tensor *tensor_decode(const unsigned char *bytes, size_t size, const char *what,
     Tensor *tensor = tensor_create(&shape, error);
     if (tensor == NULL) return NULL;
     memcpy(tensor->data, bytes + SPIRT_TENSOR_FILE_HEADER_SIZE, tensor->count * sizeof(float));
-    if (check_digest(tensor, bytes, what, error) != SPIRT_OK) {
+    if (check && check_digest(tensor, bytes, what, error) != SPIRT_OK) {
         tensor_free(tensor);
         return NULL;
     }
     return tensor;
+}
+
+Tensor *tensor_decode(const unsigned char *bytes, size_t size, const char *what, SpirtError *error) {
+    return decode(bytes, size, what, 1, error);
+}
+
+Tensor *tensor_decode_authenticated(const unsigned char *bytes, size_t size, const char *what, SpirtError *error) {
+    return decode(bytes, size, what, 0, error);
+}
+
+void tensor_encoded_digest_hex(const unsigned char *bytes, char out[SPIRT_DIGEST_HEX_SIZE]) {
+    sodium_bin2hex(out, SPIRT_DIGEST_HEX_SIZE, bytes + 64, DIGEST_BYTES);
 }
 
 int tensor_file_write(const char *path, const Tensor *tensor, SpirtError *error) {

@@ -39,7 +39,8 @@ static int accept_publication(StoreConn *db, const Member *member, uint64_t roun
     if ((status = envelope_open(envelope, size, &sender, ENVELOPE_KIND_ROUND_AVERAGE, round, &contents, error)) !=
         SPIRT_OK)
         return status;
-    Tensor *vector = tensor_decode(contents.payload, contents.payload_size, member->id, error);
+    /* The signature covers the payload's digest: no need to hash it again. */
+    Tensor *vector = tensor_decode_authenticated(contents.payload, contents.payload_size, member->id, error);
     if (vector == NULL) return error->code;
     size_t bad = 0;
     if (vector->count != param_count)

@@ -58,7 +58,7 @@ static size_t read_honest_vectors(FnContext *context, StoreConn *db, const RunCo
             if (identity_from_public_hex(&sender, member->id, member->public_key, NULL) == SPIRT_OK &&
                 envelope_open((unsigned char *)envelope, size, &sender, ENVELOPE_KIND_ROUND_AVERAGE, round, &contents,
                               NULL) == SPIRT_OK)
-                vector = tensor_decode(contents.payload, contents.payload_size, member->id, NULL);
+                vector = tensor_decode_authenticated(contents.payload, contents.payload_size, member->id, NULL);
             free(envelope);
             if (vector && vector->count == param_count)
                 vectors[found++] = vector;
@@ -133,8 +133,14 @@ int fn_publish(FnContext *context, const json_t *event, json_t **result, SpirtEr
                                       : NULL;
     char digest[SPIRT_DIGEST_HEX_SIZE] = "";
     if (envelope) {
-        tensor_digest_hex(published->data, published->count, digest);
-        status = store_set(db, key_published(key, parsed.round), envelope, envelope_size, error);
+        tensor_encoded_digest_hex(payload, digest);
+        /* The publication is scratch like the round's tensors: set without
+         * propagating it to the AOF (a restarted peer publishes again). */
+        key_published(key, parsed.round);
+        const char *argv[] = {"EVAL", "redis.set_repl(redis.REPL_NONE) return redis.call('SET', KEYS[1], ARGV[1])",
+                              "1", key, (const char *)envelope};
+        size_t lengths[] = {4, strlen(argv[1]), 1, strlen(key), envelope_size};
+        status = store_command_argv(db, 5, argv, lengths, NULL, error);
     } else if (status == SPIRT_OK) {
         status = error->code;
     }

@@ -23,6 +23,7 @@ void run_config_default(RunConfig *config) {
     config->heartbeat_ttl_ms = 3000;
     config->dead_after_ms = 3000;
     config->keep_rounds = 3;
+    config->checkpoint_every = 10;
 }
 
 /* --- Aggregator specs --- */
@@ -170,7 +171,7 @@ json_t *run_config_to_json(const RunConfig *config) {
     attack_format(&config->attack, attack, sizeof(attack));
     json_t *byzantine = json_array();
     for (size_t i = 0; i < config->byzantine_count; i++) json_array_append_new(byzantine, json_string(config->byzantine[i]));
-    json_t *json = json_pack("{s:i, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:o, s:s, s:s, s:o, s:f, s:I, s:I, s:I}",
+    json_t *json = json_pack("{s:i, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:o, s:s, s:s, s:o, s:f, s:I, s:I, s:I, s:I}",
                              "version", 1, "peer_id", config->peer_id, "model", nn_model_kind_name(config->model),
                              "batch_size", (json_int_t)config->batch_size, "batches_per_round",
                              (json_int_t)config->batches_per_round, "seed", (json_int_t)config->seed, "rounds",
@@ -180,14 +181,15 @@ json_t *run_config_to_json(const RunConfig *config) {
                              optimizer_to_json(&config->optimizer), "aggregator", aggregator, "attack", attack,
                              "byzantine", byzantine, "exchange_wait_seconds", config->exchange_wait_seconds,
                              "heartbeat_ttl_ms", (json_int_t)config->heartbeat_ttl_ms, "dead_after_ms",
-                             (json_int_t)config->dead_after_ms, "keep_rounds", (json_int_t)config->keep_rounds);
+                             (json_int_t)config->dead_after_ms, "keep_rounds", (json_int_t)config->keep_rounds,
+                             "checkpoint_every", (json_int_t)config->checkpoint_every);
     return json;
 }
 
 static const char *const known_fields[] = {
     "version", "peer_id", "model", "batch_size", "batches_per_round", "seed", "rounds", "evaluate_every",
     "train_count", "validation_count", "data_digest", "optimizer", "aggregator", "attack", "byzantine",
-    "exchange_wait_seconds", "heartbeat_ttl_ms", "dead_after_ms", "keep_rounds", NULL};
+    "exchange_wait_seconds", "heartbeat_ttl_ms", "dead_after_ms", "keep_rounds", "checkpoint_every", NULL};
 
 int run_config_from_json(const json_t *json, RunConfig *config, SpirtError *error) {
     if (!json_is_object(json)) return spirt_error_set(error, SPIRT_ERR_FORMAT, "spirt:config is not a JSON object");
@@ -258,6 +260,9 @@ int run_config_from_json(const json_t *json, RunConfig *config, SpirtError *erro
     parsed.dead_after_ms = (int64_t)number;
     CHECKED(fn_json_u64_or(json, "keep_rounds", parsed.keep_rounds, &parsed.keep_rounds, error));
     if (parsed.keep_rounds < 1) return spirt_error_set(error, SPIRT_ERR_FORMAT, "spirt:config: keep_rounds must be >= 1");
+    CHECKED(fn_json_u64_or(json, "checkpoint_every", parsed.checkpoint_every, &parsed.checkpoint_every, error));
+    if (parsed.checkpoint_every < 1)
+        return spirt_error_set(error, SPIRT_ERR_FORMAT, "spirt:config: checkpoint_every must be >= 1");
 #undef CHECKED
     *config = parsed;
     return SPIRT_OK;

@@ -11,21 +11,37 @@
  * A retried update must not step twice: the step and the marker
  * spirt:r:{r}:updated are set together by one Lua script (atomic in Redis),
  * and a marker already there means "done". If the step fails the script
- * stops before the marker, so the retry runs it. */
+ * stops before the marker, so the retry runs it.
+ *
+ * Persistence is by checkpoint: every checkpoint_every rounds (and on the
+ * last) the step is propagated to the AOF together with spirt:checkpoint =
+ * r, in the script's one atomic unit; other rounds' steps and markers stay
+ * in memory only (PERSIST NO, redis.set_repl). A peer restarted from its
+ * AOF thus finds the model, the optimizer state and the checkpoint's round
+ * consistent, and redoes the rounds after it. Writing a 1 MB model and its
+ * state to the AOF every round was, with the other per-round tensors, the
+ * largest single cost of a round. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fn/fn_internal.h"
 
-/* KEYS: params, aggregate, state, marker. ARGV: the SPIRT.UPDATE options. */
+/* KEYS: params, aggregate, state, marker, checkpoint. ARGV: the round, then
+ * the SPIRT.UPDATE options (PERSIST YES or NO among them, last). */
 static const char update_once_script[] =
     "if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end\n"
     "local arguments = {KEYS[1], KEYS[2]}\n"
-    "for _, value in ipairs(ARGV) do arguments[#arguments + 1] = value end\n"
+    "for i = 2, #ARGV do arguments[#arguments + 1] = ARGV[i] end\n"
     "arguments[#arguments + 1] = 'STATE'\n"
     "arguments[#arguments + 1] = KEYS[3]\n"
+    "local persist = ARGV[#ARGV] == 'YES'\n"
     "redis.call('SPIRT.UPDATE', unpack(arguments))\n"
+    "if persist then\n"
+    "  redis.call('SET', KEYS[5], ARGV[1])\n"
+    "else\n"
+    "  redis.set_repl(redis.REPL_NONE)\n"
+    "end\n"
     "redis.call('SET', KEYS[4], '1')\n"
     "return 1\n";
 
@@ -103,13 +119,18 @@ int fn_update(FnContext *context, const json_t *event, json_t **result, SpirtErr
     snprintf(step, sizeof(step), "%llu", (unsigned long long)parsed.round + 1);
     const char *argv[32];
     size_t argc = 0;
+    char round_text[32];
+    snprintf(round_text, sizeof(round_text), "%llu", (unsigned long long)parsed.round);
+    int persist = (parsed.round + 1) % config->checkpoint_every == 0 || parsed.round + 1 >= config->rounds;
     argv[argc++] = "EVAL";
     argv[argc++] = update_once_script;
-    argv[argc++] = "4";
+    argv[argc++] = "5";
     argv[argc++] = KEY_PARAMS;
     argv[argc++] = aggregate;
     argv[argc++] = KEY_OPTIMIZER_STATE;
     argv[argc++] = marker;
+    argv[argc++] = KEY_CHECKPOINT;
+    argv[argc++] = round_text;
     argv[argc++] = "OPT";
     argv[argc++] = kind;
     argv[argc++] = "LR";
@@ -129,6 +150,8 @@ int fn_update(FnContext *context, const json_t *event, json_t **result, SpirtErr
         argv[argc++] = "EPS";
         argv[argc++] = epsilon;
     }
+    argv[argc++] = "PERSIST";
+    argv[argc++] = persist ? "YES" : "NO";
     StoreReply *reply = NULL;
     if ((status = store_command_argv(db, argc, argv, NULL, &reply, error)) != SPIRT_OK)
         return spirt_error_prefix(error, "SPIRT.UPDATE");
@@ -148,14 +171,18 @@ int fn_update(FnContext *context, const json_t *event, json_t **result, SpirtErr
         if ((status = store_command_argv(db, 4, copy_argv, NULL, NULL, error)) != SPIRT_OK) return status;
     }
 
-    /* The new parameters' digest, for comparing peers' models round by round. */
+    /* At checkpoints, the new parameters' digest, for comparing peers'
+     * models (hashing 1 MB every round would cost more than the step). */
     char digest[SPIRT_DIGEST_HEX_SIZE] = "";
-    const char *info_argv[] = {"SPIRT.INFO", KEY_PARAMS};
-    if ((status = store_command_argv(db, 2, info_argv, NULL, &reply, error)) != SPIRT_OK) return status;
-    for (size_t i = 0; reply->type == STORE_REPLY_ARRAY && i + 1 < reply->elements; i += 2)
-        if (reply->element[i]->str && strcmp(reply->element[i]->str, "digest") == 0 && reply->element[i + 1]->str)
-            snprintf(digest, sizeof(digest), "%s", reply->element[i + 1]->str);
-    store_reply_free(reply);
-    *result = json_pack("{s:b, s:I, s:s}", "applied", applied, "step", (json_int_t)parsed.round + 1, "digest", digest);
+    if (persist) {
+        const char *info_argv[] = {"SPIRT.INFO", KEY_PARAMS};
+        if ((status = store_command_argv(db, 2, info_argv, NULL, &reply, error)) != SPIRT_OK) return status;
+        for (size_t i = 0; reply->type == STORE_REPLY_ARRAY && i + 1 < reply->elements; i += 2)
+            if (reply->element[i]->str && strcmp(reply->element[i]->str, "digest") == 0 && reply->element[i + 1]->str)
+                snprintf(digest, sizeof(digest), "%s", reply->element[i + 1]->str);
+        store_reply_free(reply);
+    }
+    *result = json_pack("{s:b, s:I, s:o, s:b}", "applied", applied, "step", (json_int_t)parsed.round + 1, "digest",
+                        digest[0] ? json_string(digest) : json_null(), "checkpoint", persist);
     return SPIRT_OK;
 }

@@ -257,11 +257,16 @@ int peer_run(const PeerOptions *options, SpirtError *error) {
     }
     if (status == SPIRT_OK) status = heartbeat_start(&heartbeat, db_address, &options->store, config.heartbeat_ttl_ms, error);
 
-    long long last = -1;
-    if (status == SPIRT_OK && store_get_int(db, KEY_ROUND, &last, NULL) != SPIRT_OK) last = -1;
+    /* Resume after the last checkpoint: the model and optimizer state in
+     * the database are that round's (later rounds' steps were not persisted
+     * and are redone; functions are idempotent). */
+    long long last = -1, completed = -1;
+    if (status == SPIRT_OK && store_get_int(db, KEY_CHECKPOINT, &last, NULL) != SPIRT_OK) last = -1;
+    if (status == SPIRT_OK && store_get_int(db, KEY_ROUND, &completed, NULL) == SPIRT_OK && completed < last)
+        last = completed;
     if (status == SPIRT_OK) {
         store_set(db, KEY_STATUS, "running", 7, NULL);
-        if (last >= 0) log_info("%s resumes after round %lld", peer_id, last);
+        if (last >= 0) log_info("%s resumes after round %lld (its last checkpoint)", peer_id, last);
     }
     double round_timeout = 600;
     fn_json_double_or(file, "round_timeout_seconds", round_timeout, &round_timeout, NULL);

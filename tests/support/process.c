@@ -148,3 +148,19 @@ int test_write_small_dataset(const char *dir, size_t train_count, size_t test_co
     if (write_split(dir, DATA_TRAIN, train_count, "train-images-idx3-ubyte", "train-labels-idx1-ubyte") != 0) return -1;
     return write_split(dir, DATA_TEST, test_count, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte");
 }
+
+int test_run_spirt(const char *const *args, TestCommand *result) {
+    const char *argv[64];
+    size_t argc = 0;
+    argv[argc++] = test_spirt_path();
+    for (size_t i = 0; args[i] && argc < 63; i++) argv[argc++] = args[i];
+    argv[argc] = NULL;
+    result->status = test_run(argv, 900, &result->output, &result->errors);
+    return result->status;
+}
+
+void test_command_free(TestCommand *result) {
+    free(result->output);
+    free(result->errors);
+    result->output = result->errors = NULL;
+}

@@ -1,0 +1,86 @@
+/* test_module_transient.c -- scratch keys and checkpointed updates survive
+ * (or not) a crash exactly as documented.
+ *
+ * A server with AOF (appendfsync always) and TRANSIENT_PREFIX scratch: is
+ * killed with SIGKILL and restarted on the same files. Writes to scratch:*
+ * keys by any module command must be gone; other keys must be back bit for
+ * bit; and parameters stepped with SPIRT.UPDATE ... PERSIST NO after a step
+ * with PERSIST YES must come back as they were after the persisted step.
+ * SPIRT_TEST_LABELS: db */
+#include <stdlib.h>
+#include <string.h>
+
+#include "module_client.h"
+#include "test.h"
+
+enum { N = 1000 };
+
+static int exists(redisContext *c, const char *key) {
+    redisReply *reply = module_test_command(c, "EXISTS", key, NULL);
+    int result = reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
+    freeReplyObject(reply);
+    return result;
+}
+
+int main(void) {
+    test_begin("TRANSIENT_PREFIX and PERSIST NO across a crash");
+    char dir[600];
+    test_temp_path(dir, sizeof(dir), "transient");
+    const char *module_arguments[] = {"TRANSIENT_PREFIX", "scratch:", NULL};
+    const char *extra[] = {"--appendfsync", "always", NULL};
+    TestRedis server;
+    if (module_test_start(&server, module_arguments, extra, 1, dir) != 0) {
+        test_check(0, __FILE__, __LINE__, "start", "server did not start");
+        return test_finish();
+    }
+    redisContext *c = test_redis_connect(&server);
+    float values[N], gradient[N];
+    module_test_random(values, N, 1, 1.0);
+    module_test_random(gradient, N, 2, 0.1);
+    CHECK(module_test_tset_vector(c, "keep:data", values, N));
+    CHECK(module_test_tset_vector(c, "scratch:grad", gradient, N));
+    CHECK(module_test_ok(c, "SPIRT.AVG", "scratch:avg", "scratch:grad", "keep:data", NULL));
+    CHECK(module_test_ok(c, "SPIRT.AGG", "scratch:agg", "RULE", "median", "SRC", "2", "scratch:grad", "scratch:avg", NULL));
+    CHECK(module_test_ok(c, "SPIRT.AVG", "keep:avg", "scratch:grad", "keep:data", NULL));
+    CHECK(module_test_tset_vector(c, "keep:params", values, N));
+    CHECK(module_test_ok(c, "SPIRT.UPDATE", "keep:params", "scratch:grad", "OPT", "momentum", "LR", "0.1", "MOMENTUM",
+                         "0.9", "STATE", "keep:state", "PERSIST", "YES", NULL));
+    size_t count = 0;
+    float *persisted_params = module_test_tget(c, "keep:params", &count);
+    float *persisted_state = module_test_tget(c, "keep:state", &count);
+    float *kept_avg = module_test_tget(c, "keep:avg", &count);
+    CHECK(module_test_ok(c, "SPIRT.UPDATE", "keep:params", "scratch:grad", "OPT", "momentum", "LR", "0.1", "MOMENTUM",
+                         "0.9", "STATE", "keep:state", "PERSIST", "NO", NULL));
+    float *memory_params = module_test_tget(c, "keep:params", &count);
+    CHECK(persisted_params && memory_params && memcmp(persisted_params, memory_params, N * sizeof(float)) != 0);
+    redisReply *reply = module_test_command(c, "SPIRT.UPDATE", "keep:params", "scratch:grad", "OPT", "sgd", "LR", "0.1",
+                                            "PERSIST", "MAYBE", NULL);
+    CHECK(module_test_is_error(reply, "INVALID"));
+    freeReplyObject(reply);
+    redisFree(c);
+
+    test_redis_kill(&server);
+    TestRedis again;
+    CHECK(module_test_start(&again, module_arguments, extra, 1, dir) == 0);
+    c = test_redis_connect(&again);
+    CHECK(c && !exists(c, "scratch:grad") && !exists(c, "scratch:avg") && !exists(c, "scratch:agg"));
+    float *data = module_test_tget(c, "keep:data", &count);
+    CHECK(data && count == N && memcmp(data, values, sizeof(values)) == 0);
+    float *avg = module_test_tget(c, "keep:avg", &count);
+    CHECK(avg && kept_avg && memcmp(avg, kept_avg, N * sizeof(float)) == 0);
+    float *params = module_test_tget(c, "keep:params", &count);
+    float *state = module_test_tget(c, "keep:state", &count);
+    CHECK(params && persisted_params && memcmp(params, persisted_params, N * sizeof(float)) == 0);
+    CHECK(state && persisted_state && memcmp(state, persisted_state, N * sizeof(float)) == 0);
+    free(data);
+    free(avg);
+    free(params);
+    free(state);
+    free(persisted_params);
+    free(persisted_state);
+    free(memory_params);
+    free(kept_avg);
+    if (c) redisFree(c);
+    test_redis_stop(&again);
+    return test_finish();
+}
