@@ -70,7 +70,12 @@ typedef struct RunConfig {
     int64_t dead_after_ms;        /* suspect for this long: dead */
     uint64_t keep_rounds;         /* per-round keys older than this are deleted */
     uint64_t checkpoint_every;    /* persist the model every k rounds (and the last) */
+    int cosine_schedule;          /* learning rate: 0 constant; 1 cosine from optimizer.learning_rate
+                                     at round 0 down to 0 after the last round */
 } RunConfig;
+
+/* The learning rate of `round` under the run's schedule. */
+double run_learning_rate(const RunConfig *config, uint64_t round);
 
 /* Defaults for every field (model mlp, batch 32, 2 per round, momentum 0.05,
  * mean, honest, wait 10 s, ...). */

@@ -53,7 +53,7 @@ typedef struct TrainOptions {
     int visibility_ms, hang_ms, f;
     uint64_t seed, rounds;
     double epochs, lr, momentum, weight_decay, exchange_wait, crash_rate, hang_rate, round_timeout;
-    const char *model, *dataset, *optimizer, *aggregator, *pre, *attack, *partition, *out, *workflow;
+    const char *model, *dataset, *optimizer, *aggregator, *pre, *attack, *partition, *out, *workflow, *schedule;
 } TrainOptions;
 
 typedef struct PeerState {
@@ -169,6 +169,7 @@ static json_t *run_json(const Run *run, const PeerState *peer, const AttackConfi
                 snprintf(config.byzantine[config.byzantine_count++], sizeof(config.byzantine[0]), "%s", run->peers[i].id);
     }
     config.exchange_wait_seconds = o->exchange_wait;
+    config.cosine_schedule = strcmp(o->schedule, "cosine") == 0;
     json_t *json = run_config_to_json(&config);
     /* The peer fills these from its shard. */
     json_object_del(json, "train_count");
@@ -675,10 +676,10 @@ int command_train(int argc, char **argv) {
     Run *run = calloc(1, sizeof(*run));
     if (run == NULL) return 1;
     TrainOptions *o = &run->options;
-    *o = (TrainOptions){.peers = 4, .workers = 2, .batches_per_round = 2, .batch_size = 32, .validation = 500,
+    *o = (TrainOptions){.peers = 4, .workers = 2, .batches_per_round = 2, .batch_size = 64, .validation = 500,
                         .evaluate_every = 50, .visibility_ms = 2000, .hang_ms = 10000, .f = -1, .seed = 1,
-                        .epochs = 3, .lr = 0.05, .momentum = 0.9, .exchange_wait = 10, .round_timeout = 600,
-                        .model = "mlp", .dataset = "fashion-mnist", .optimizer = "momentum",
+                        .epochs = 3, .lr = 0.003, .momentum = 0.9, .exchange_wait = 10, .round_timeout = 600,
+                        .model = "mlp", .dataset = "fashion-mnist", .optimizer = "adam", .schedule = "cosine",
                         .aggregator = "mean", .attack = "sign-flip", .partition = "iid", .workflow = default_workflow};
     const CliOption options[] = {
         {"peers", CLI_INT, &o->peers, "N", "peers, each with its own database (default 4)"},
@@ -687,9 +688,11 @@ int command_train(int argc, char **argv) {
         {"rounds", CLI_U64, &o->rounds, "R", "rounds to train (default: from --epochs)"},
         {"epochs", CLI_DOUBLE, &o->epochs, "E", "passes over each peer's shard, if --rounds is not given (default 3)"},
         {"batches-per-round", CLI_INT, &o->batches_per_round, "B", "minibatch gradients per peer and round (default 2)"},
-        {"batch-size", CLI_INT, &o->batch_size, "S", "examples per minibatch (default 32)"},
-        {"optimizer", CLI_STRING, &o->optimizer, "NAME", "sgd, momentum, nesterov, adam or adamw (default momentum)"},
-        {"lr", CLI_DOUBLE, &o->lr, "X", "learning rate (default 0.05)"},
+        {"batch-size", CLI_INT, &o->batch_size, "S", "examples per minibatch (default 64)"},
+        {"optimizer", CLI_STRING, &o->optimizer, "NAME", "sgd, momentum, nesterov, adam or adamw (default adam)"},
+        {"lr", CLI_DOUBLE, &o->lr, "X", "learning rate (default 0.003)"},
+        {"schedule", CLI_STRING, &o->schedule, "NAME", "learning rate over the rounds: constant, or cosine from --lr "
+                                                       "down to 0 (default cosine)"},
         {"momentum", CLI_DOUBLE, &o->momentum, "M", "momentum (default 0.9)"},
         {"weight-decay", CLI_DOUBLE, &o->weight_decay, "W", "weight decay (default 0)"},
         {"aggregator", CLI_STRING, &o->aggregator, "RULE", "mean, median, trimmed-mean, krum, multi-krum, bulyan, "
@@ -735,6 +738,7 @@ int command_train(int argc, char **argv) {
     else if (nn_model_kind_parse(o->model, &kind, &error) != SPIRT_OK) usage = cli_usage_error(&command, "--model: %s", error.message);
     else if (optim_kind_parse(o->optimizer, &optimizer, &error) != SPIRT_OK) usage = cli_usage_error(&command, "--optimizer: %s", error.message);
     else if (!(o->lr > 0)) usage = cli_usage_error(&command, "--lr must be > 0");
+    else if (strcmp(o->schedule, "constant") != 0 && strcmp(o->schedule, "cosine") != 0) usage = cli_usage_error(&command, "--schedule: constant or cosine");
     else if (run_parse_aggregator(o->aggregator, &aggregator, &error) != SPIRT_OK) usage = cli_usage_error(&command, "--aggregator: %s", error.message);
     else if (o->pre && strcmp(o->pre, "nnm") != 0 && strcmp(o->pre, "none") != 0) usage = cli_usage_error(&command, "--pre: nnm or none");
     else if (o->byzantine < 0 || o->byzantine >= o->peers) usage = cli_usage_error(&command, "--byzantine must be 0 to peers - 1");

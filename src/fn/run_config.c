@@ -7,6 +7,14 @@
 
 #include "fn/fn_internal.h"
 
+double run_learning_rate(const RunConfig *config, uint64_t round) {
+    double lr = config->optimizer.learning_rate;
+    if (!config->cosine_schedule || config->rounds == 0) return lr;
+    /* Half a cosine over the run, as PyTorch's CosineAnnealingLR with
+     * T_max = rounds: lr at round 0, approaching 0 at the end. */
+    return lr * 0.5 * (1.0 + cos(M_PI * (double)round / (double)config->rounds));
+}
+
 void run_config_default(RunConfig *config) {
     memset(config, 0, sizeof(*config));
     snprintf(config->peer_id, sizeof(config->peer_id), "peer-0");
@@ -183,13 +191,14 @@ json_t *run_config_to_json(const RunConfig *config) {
                              "heartbeat_ttl_ms", (json_int_t)config->heartbeat_ttl_ms, "dead_after_ms",
                              (json_int_t)config->dead_after_ms, "keep_rounds", (json_int_t)config->keep_rounds,
                              "checkpoint_every", (json_int_t)config->checkpoint_every);
+    if (json) json_object_set_new(json, "schedule", json_string(config->cosine_schedule ? "cosine" : "constant"));
     return json;
 }
 
 static const char *const known_fields[] = {
     "version", "peer_id", "model", "batch_size", "batches_per_round", "seed", "rounds", "evaluate_every",
     "train_count", "validation_count", "data_digest", "optimizer", "aggregator", "attack", "byzantine",
-    "exchange_wait_seconds", "heartbeat_ttl_ms", "dead_after_ms", "keep_rounds", "checkpoint_every", NULL};
+    "exchange_wait_seconds", "heartbeat_ttl_ms", "dead_after_ms", "keep_rounds", "checkpoint_every", "schedule", NULL};
 
 int run_config_from_json(const json_t *json, RunConfig *config, SpirtError *error) {
     if (!json_is_object(json)) return spirt_error_set(error, SPIRT_ERR_FORMAT, "spirt:config is not a JSON object");
@@ -263,6 +272,10 @@ int run_config_from_json(const json_t *json, RunConfig *config, SpirtError *erro
     CHECKED(fn_json_u64_or(json, "checkpoint_every", parsed.checkpoint_every, &parsed.checkpoint_every, error));
     if (parsed.checkpoint_every < 1)
         return spirt_error_set(error, SPIRT_ERR_FORMAT, "spirt:config: checkpoint_every must be >= 1");
+    CHECKED(fn_json_string_or(json, "schedule", "constant", &text, error));
+    if (strcmp(text, "constant") != 0 && strcmp(text, "cosine") != 0)
+        return spirt_error_set(error, SPIRT_ERR_FORMAT, "spirt:config: schedule '%s' (constant or cosine)", text);
+    parsed.cosine_schedule = strcmp(text, "cosine") == 0;
 #undef CHECKED
     *config = parsed;
     return SPIRT_OK;

@@ -110,7 +110,11 @@ int fn_update(FnContext *context, const json_t *event, json_t **result, SpirtErr
         step[32];
     key_round_aggregate(aggregate, parsed.round);
     key_round_updated(marker, parsed.round);
-    snprintf(lr, sizeof(lr), "%.9g", (double)optimizer.learning_rate);
+    /* The event's optimizer gives the base rate; the run's schedule scales
+     * it for this round. */
+    RunConfig scheduled = *config;
+    scheduled.optimizer = optimizer;
+    snprintf(lr, sizeof(lr), "%.9g", run_learning_rate(&scheduled, parsed.round));
     snprintf(momentum, sizeof(momentum), "%.9g", (double)optimizer.momentum);
     snprintf(beta1, sizeof(beta1), "%.9g", (double)optimizer.beta1);
     snprintf(beta2, sizeof(beta2), "%.9g", (double)optimizer.beta2);
