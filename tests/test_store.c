@@ -173,6 +173,12 @@ static void test_addresses(void) {
     CHECK(options.port == 2222 && options.tls.enabled == 0 && options.database == 0);
     CHECK(strcmp(options.username, "a") == 0 && strcmp(options.password, "b") == 0);
 
+    CHECK_OK(store_address_parse("unix:/run/spirt/db.sock", &address, &error), &error);
+    CHECK(strcmp(address.host, "/run/spirt/db.sock") == 0 && address.port == 0 && address.tls == 0);
+    CHECK_OK(store_address_parse("/tmp/x.sock", &address, &error), &error);
+    CHECK(strcmp(address.host, "/tmp/x.sock") == 0);
+    CHECK(store_address_parse("unix:relative.sock", &address, &error) == SPIRT_ERR_INVALID);
+
     const char *bad[] = {"",          "http://h:1",       "h:0",           "h:65536",      "h:12x",
                          "h:",        "[::1",             "[::1]x",        "redis://u@h",  "redis://h/db",
                          "redis://h/-1", "redis://u:%zz@h", "redis://:%00@h", "redis://@",   "a b:1"};
@@ -688,8 +694,52 @@ static void test_malformed_replies(void) {
     fake_server_stop(&server, 1);
 }
 
+/* The same commands over a Unix-domain socket. */
+static void test_unix_socket(void) {
+    test_begin("a Unix-domain socket");
+    char path[600], address_text[700];
+    test_temp_path(path, sizeof(path), "db.sock");
+    const char *extra[] = {"--unixsocket", path, "--unixsocketperm", "700", NULL};
+    TestRedisOptions options = {.extra_args = extra};
+    TestRedis redis;
+    if (test_redis_start(&redis, &options) != 0) {
+        CHECK(!"server with a Unix socket started");
+        return;
+    }
+    SpirtError error;
+    snprintf(address_text, sizeof(address_text), "unix:%s", path);
+    StoreConn *conn = store_connect_address(address_text, NULL, &error);
+    CHECKF(conn != NULL, "%s", error.message);
+    if (conn) {
+        CHECK(strcmp(store_conn_address(conn), address_text) == 0);
+        char *big = malloc(4 << 20), *back = NULL;
+        memset(big, 'u', 4 << 20);
+        size_t length = 0;
+        CHECK_OK(store_set(conn, "k", big, 4 << 20, &error), &error);
+        CHECK(store_get(conn, "k", &back, &length, &error) == SPIRT_OK && length == (4u << 20) &&
+              memcmp(back, big, length) == 0);
+        StoreReply *reply = NULL;
+        /* The server sees a Unix-socket client: CLIENT INFO says laddr is the path. */
+        CHECK(store_command(conn, &reply, &error, "CLIENT INFO") == SPIRT_OK && reply && strstr(reply->str, "/db.sock"));
+        store_reply_free(reply);
+        free(big);
+        free(back);
+        store_free(conn);
+    }
+    char missing[700];
+    snprintf(missing, sizeof(missing), "unix:%s.missing", path);
+    CHECK(store_connect_address(missing, NULL, &error) == NULL && error.code == SPIRT_ERR_IO &&
+          strstr(error.message, ".missing"));
+    StoreOptions tls_options = {0};
+    tls_options.tls.enabled = 1;
+    tls_options.host = path;
+    CHECK(store_connect(&tls_options, &error) == NULL && error.code == SPIRT_ERR_INVALID);
+    test_redis_stop(&redis);
+}
+
 int main(void) {
     test_addresses();
+    test_unix_socket();
     test_refused_and_silent();
     test_malformed_replies();
     TestRedis redis;

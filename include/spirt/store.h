@@ -96,7 +96,8 @@ typedef struct StoreTlsOptions {
  * field has the documented default. store_connect copies all strings, so
  * they need to live only during the call. */
 typedef struct StoreOptions {
-    const char *host;        /* DNS name, IPv4 or IPv6 address; NULL: "127.0.0.1" */
+    const char *host;        /* DNS name, IPv4 or IPv6 address, or the absolute path of a
+                                Unix-domain socket; NULL: "127.0.0.1" */
     int port;                /* 0: STORE_DEFAULT_PORT */
     StoreTlsOptions tls;
     const char *username;    /* ACL user; NULL: "AUTH password" (user default) */
@@ -160,7 +161,8 @@ typedef struct StoreAddress {
     int database;       /* -1 when not given */
 } StoreAddress;
 
-/* Parses "host", "host:port", "[v6]:port", a bare IPv6 address, or
+/* Parses "unix:/path/redis.sock" or "/path/redis.sock" (a Unix-domain
+ * socket on this machine; no TLS), "host", "host:port", "[v6]:port", a bare IPv6 address, or
  * "redis://[user:password@ | :password@]host[:port][/db]" and "rediss://..."
  * (TLS). User and password may be %XX-escaped. Refuses (SPIRT_ERR_INVALID)
  * unknown schemes, ports outside 1..65535, a bad database number, over-long

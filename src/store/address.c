@@ -118,6 +118,18 @@ int store_address_parse(const char *text, StoreAddress *address, SpirtError *err
     address->tls = -1;
     address->database = -1;
     if (text == NULL || text[0] == '\0') return spirt_error_set(error, SPIRT_ERR_INVALID, "address: empty");
+    /* "unix:/path" or a bare absolute path: a Unix-domain socket. */
+    if (strncmp(text, "unix:", 5) == 0 || text[0] == '/') {
+        const char *path = text[0] == '/' ? text : text + 5;
+        if (path[0] != '/')
+            return spirt_error_set(error, SPIRT_ERR_INVALID, "address: a Unix socket path must be absolute");
+        if (strlen(path) >= sizeof(address->host))
+            return spirt_error_set(error, SPIRT_ERR_INVALID, "address: socket path longer than %zu bytes",
+                                   sizeof(address->host) - 1);
+        memcpy(address->host, path, strlen(path) + 1);
+        address->tls = 0;
+        return SPIRT_OK;
+    }
     const char *rest = text;
     const char *scheme_end = strstr(text, "://");
     if (scheme_end != NULL) {

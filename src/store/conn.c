@@ -108,6 +108,8 @@ static int copy_options(StoreOptions *copy, const StoreOptions *options, SpirtEr
 
 static int check_options(const StoreOptions *options, SpirtError *error) {
     if (options == NULL) return spirt_error_set(error, SPIRT_ERR_INVALID, "no connection options");
+    if (options->host && options->host[0] == '/' && options->tls.enabled)
+        return spirt_error_set(error, SPIRT_ERR_INVALID, "TLS over a Unix socket is not supported (%s)", options->host);
     if (options->port < 0 || options->port > 65535)
         return spirt_error_set(error, SPIRT_ERR_INVALID, "port %d is outside 1..65535", options->port);
     if (options->database < 0)
@@ -435,8 +437,11 @@ StoreConn *store_connect(const StoreOptions *options, SpirtError *error) {
         return NULL;
     }
     const char *host = conn->options.host;
-    snprintf(conn->address, sizeof(conn->address), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,
-             conn->options.port);
+    if (host[0] == '/')
+        snprintf(conn->address, sizeof(conn->address), "unix:%s", host);
+    else
+        snprintf(conn->address, sizeof(conn->address), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,
+                 conn->options.port);
     conn->chunk = malloc(READ_CHUNK_BYTES);
     if (conn->chunk == NULL) {
         spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory for a connection");
