@@ -2,8 +2,11 @@
  *
  * agg.c checks a request, lays out the caller's workspace and runs a rule
  * out of the kernels declared here, one file per concern:
+ *   simd.h       the 16-float / 8-double vectors the kernels are written in
+ *   source.c     the rows a coordinate-wise pass reads (inputs or NNM mixtures)
  *   mean.c       streaming (weighted) means and the finiteness scan
  *   gram.c       the Gram matrix of the inputs and pairwise distances
+ *   sort.c       sorting and quickselect of doubles, no allocation
  *   krum.c       Krum scores and the Krum / Multi-Krum / Bulyan selections
  *   nnm.c        nearest-neighbour mixing: neighbour sets, mixed Gram, mixed rows
  *   network.c    sorting/selection networks (compare-exchange lists)

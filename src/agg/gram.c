@@ -44,7 +44,9 @@ static size_t block_length(size_t n) {
     return length & ~(size_t)15;
 }
 
-size_t agg_gram_scratch_bytes(size_t n) { return agg_align64(padded_rows(n) * block_length(n) * sizeof(double)); }
+size_t agg_gram_scratch_bytes(size_t n) {
+    return agg_align64(padded_rows(n) * block_length(n) * sizeof(double)) + n * sizeof(AggF16);
+}
 
 size_t agg_gram_partials_bytes(size_t n, size_t d) { return agg_chunk_count(n, d) * n * n * sizeof(double); }
 
@@ -62,26 +64,39 @@ static void note_nonfinite(GramContext *context, size_t index) {
     }
 }
 
+/* Widens 16 coordinates (fewer at the end: `lanes`) of one input into its
+ * buffer row, and folds them into the row's finiteness check. */
+static inline void gather_16(const float *x, double *row, size_t lanes, AggF16 *check) {
+    AggF16 v = lanes == 16 ? f16_load(x) : f16_load_partial(x, lanes);
+    *check += v * 0.0f;
+    d8_store(row, f16_low_d8(v));
+    if (lanes > 8) d8_store(row + 8, f16_high_d8(v));
+}
+
 /* Widens coordinates [begin, begin + length) of every input into rows of
- * `stride` doubles (zeros up to a multiple of 8) and checks them. */
-static void gather_block(GramContext *context, size_t begin, size_t length, size_t stride, double *buffer) {
-    for (size_t i = 0; i < context->n; i++) {
-        const float *x = context->inputs[i] + begin;
-        double *row = buffer + i * stride;
-        AggF16 check = {0};
-        for (size_t c = 0; c < length; c += 16) {
-            size_t lanes = length - c < 16 ? length - c : 16;
-            AggF16 v = lanes == 16 ? f16_load(x + c) : f16_load_partial(x + c, lanes);
-            check += v * 0.0f;
-            d8_store(row + c, f16_low_d8(v));
-            if (c + 8 < length) d8_store(row + c + 8, f16_high_d8(v));
+ * `stride` doubles (zeros up to a multiple of 8) and checks them. The rows
+ * advance together, 64 coordinates at a time, as in the mean: n streams
+ * moving in step read faster than one row after another. */
+static void gather_block(GramContext *context, size_t begin, size_t length, size_t stride, double *buffer,
+                         AggF16 *checks) {
+    size_t n = context->n, c = 0;
+    memset(checks, 0, n * sizeof(AggF16));
+    for (; c + 64 <= length; c += 64)
+        for (size_t i = 0; i < n; i++) {
+            const float *x = context->inputs[i] + begin + c;
+            double *row = buffer + i * stride + c;
+            for (size_t k = 0; k < 64; k += 16) gather_16(x + k, row + k, 16, &checks[i]);
         }
+    for (; c < length; c += 16)
+        for (size_t i = 0; i < n; i++)
+            gather_16(context->inputs[i] + begin + c, buffer + i * stride + c, length - c < 16 ? length - c : 16,
+                      &checks[i]);
+    for (size_t i = 0; i < n; i++)
         for (int lane = 0; lane < AGG_LANES; lane++)
-            if (check[lane] != 0.0f) {
+            if (checks[i][lane] != 0.0f) {
                 note_nonfinite(context, i);
                 break;
             }
-    }
 }
 
 /* Adds the dot products of rows i0..i0+3 with rows j0..j0+3 over `length`
@@ -110,6 +125,7 @@ static void gram_range(void *argument, size_t chunk_begin, size_t chunk_end) {
     double *buffer = agg_slots_take(context->slots);
     if (buffer == NULL) return;
     size_t n = context->n, rows = padded_rows(n), stride = block_length(n);
+    AggF16 *checks = (AggF16 *)(buffer + agg_align64(rows * stride * sizeof(double)) / sizeof(double));
     memset(buffer, 0, rows * stride * sizeof(double)); /* padding rows stay 0 */
     for (size_t chunk = chunk_begin; chunk < chunk_end; chunk++) {
         double *partial = context->partials + chunk * n * n;
@@ -118,7 +134,7 @@ static void gram_range(void *argument, size_t chunk_begin, size_t chunk_end) {
         size_t end = begin + context->chunk_length < context->d ? begin + context->chunk_length : context->d;
         for (size_t block = begin; block < end; block += stride) {
             size_t length = end - block < stride ? end - block : stride;
-            gather_block(context, block, length, stride, buffer);
+            gather_block(context, block, length, stride, buffer, checks);
             size_t length8 = (length + 7) & ~(size_t)7;
             /* Tiles reread the block from L2; blocking further for L1 was
              * measured slower (more horizontal sums per coordinate). */
