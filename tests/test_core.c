@@ -172,6 +172,7 @@ static void test_tensor_files(void) {
         {"trailing", 0, 0, +3, "trailing"},
         {"header only", 0, 0, -(long)(15 * 4 + 40), "too short"},
         {"unused dim", 24 + 8 * 3, 1, 0, "unused dimension 3"},
+        {"no-digest flag", 20, 1, 0, "without a digest"},
     };
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
         memcpy(damaged, good, size);
@@ -198,6 +199,20 @@ static void test_tensor_files(void) {
     CHECK_ERROR(tensor_decode(encoded, 10, "blob", &error) == NULL ? error.code : 0, SPIRT_ERR_FORMAT, &error,
                 "too short");
     free(encoded);
+
+    /* Without a digest: refused by the plain decoder, accepted by the one
+     * for authenticated payloads, and bit-identical data. */
+    unsigned char *bare = tensor_encode_without_digest(tensor, &encoded_size, &error);
+    CHECK(bare != NULL);
+    CHECK_ERROR(tensor_decode(bare, encoded_size, "bare", &error) == NULL ? error.code : 0, SPIRT_ERR_FORMAT, &error,
+                "without a digest");
+    Tensor *trusted = tensor_decode_authenticated(bare, encoded_size, "bare", &error);
+    CHECK(trusted && memcmp(trusted->data, tensor->data, tensor->count * sizeof(float)) == 0);
+    tensor_free(trusted);
+    bare[21] = 0x80; /* an unknown flag */
+    CHECK_ERROR(tensor_decode_authenticated(bare, encoded_size, "bare", &error) == NULL ? error.code : 0,
+                SPIRT_ERR_FORMAT, &error, "unknown flags");
+    free(bare);
     tensor_free(tensor);
 }
 

@@ -238,7 +238,7 @@ static void test_average_and_publish(void) {
     CHECK_OK(envelope_open((unsigned char *)envelope, size, &public_only, ENVELOPE_KIND_ROUND_AVERAGE, 100, &contents,
                            &error),
              &error);
-    Tensor *published = tensor_decode(contents.payload, contents.payload_size, "publication", &error);
+    Tensor *published = tensor_decode_authenticated(contents.payload, contents.payload_size, "publication", &error);
     CHECK(published && average && memcmp(published->data, average->data, average->count * sizeof(float)) == 0);
     tensor_free(published);
     free(envelope);

@@ -14,14 +14,18 @@
  *        8     4  version (1), uint32 LE
  *       12     4  dtype (1 = float32 LE), uint32 LE
  *       16     4  ndim, uint32 LE
- *       20     4  reserved, 0
+ *       20     4  flags, uint32 LE: bit 0 set = no digest (the 16 digest
+ *                 bytes are zero); other bits 0
  *       24    32  dims[4], uint64 LE (unused dims are 0)
  *       56     8  count, uint64 LE (product of dims)
  *       64    16  BLAKE2b-128 digest of the data bytes
  *       80    16  reserved, 0
  *       96  4*count  data
  * Readers check every field and the digest, and refuse files with trailing
- * bytes. */
+ * bytes. Only tensors inside a signed envelope may go without a digest
+ * (flag bit 0): the envelope's signature already covers their bytes, and a
+ * second hash of a megabyte every round was the largest cost of publishing.
+ * tensor_decode and tensor_file_read refuse such tensors. */
 #ifndef SPIRT_TENSOR_H
 #define SPIRT_TENSOR_H
 
@@ -98,12 +102,15 @@ unsigned char *tensor_encode(const Tensor *tensor, size_t *size, SpirtError *err
  * caller owns the result (tensor_free). */
 Tensor *tensor_decode(const unsigned char *bytes, size_t size, const char *what, SpirtError *error);
 
+/* The same encoding without the digest (flag bit 0), for the payload of a
+ * signed envelope only. Caller frees with free(). */
+unsigned char *tensor_encode_without_digest(const Tensor *tensor, size_t *size, SpirtError *error);
+
 /* tensor_decode for bytes whose integrity is already proven -- the payload
  * of an envelope whose signature covers its BLAKE2b-256 digest: checks every
- * field but does not hash the data again (the costliest part of decoding). */
+ * field but does not hash the data again (the costliest part of decoding),
+ * and accepts encodings without a digest. */
 Tensor *tensor_decode_authenticated(const unsigned char *bytes, size_t size, const char *what, SpirtError *error);
-/* The digest stored in an encoding's header, as 32 hex digits (no check). */
-void tensor_encoded_digest_hex(const unsigned char *bytes, char out[SPIRT_DIGEST_HEX_SIZE]);
 
 /* Writes `tensor` to `path` in the file format above, atomically (a
  * temporary file renamed into place). */

@@ -1,6 +1,7 @@
 /* main.c -- the `spirt` command: dispatches to a subcommand.
  *
  * `spirt CMD --help` documents each subcommand; `spirt --help` lists them. */
+#include <malloc.h> /* mallopt */
 #include <stdio.h>
 #include <string.h>
 
@@ -37,6 +38,11 @@ static void print_help(FILE *stream) {
 }
 
 int main(int argc, char **argv) {
+    /* Workers and peers allocate and free megabyte tensors every round.
+     * glibc would serve each from a fresh mmap (and fault in and zero every
+     * page again); keep them in the heap, and the heap's top, instead. */
+    mallopt(M_MMAP_THRESHOLD, 256 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
     if (argc < 2) {
         print_help(stderr);
         return 2;

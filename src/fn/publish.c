@@ -3,8 +3,7 @@
  * Event: {"peer", "round"}. Reads spirt:r:{r}:avg, wraps it (tensor_encode)
  * in an envelope signed with the peer's identity, and stores the envelope
  * under spirt:pub:{r}, which other peers' exchange functions read. Result:
- * {"bytes": envelope size, "digest": the published vector's digest,
- * "attack": null or the attack's name}.
+ * {"bytes": envelope size, "attack": null or the attack's name}.
  *
  * A Byzantine peer (RunConfig.attack) publishes the attack's vector
  * instead. Omniscient attacks first read the round's honest publications
@@ -127,13 +126,12 @@ int fn_publish(FnContext *context, const json_t *event, json_t **result, SpirtEr
         for (size_t i = 0; i < honest_count; i++) tensor_free(honest[i]);
     }
     size_t payload_size = 0, envelope_size = 0;
-    unsigned char *payload = status == SPIRT_OK ? tensor_encode(published, &payload_size, error) : NULL;
+    /* No inner digest: the envelope's signature covers the payload. */
+    unsigned char *payload = status == SPIRT_OK ? tensor_encode_without_digest(published, &payload_size, error) : NULL;
     unsigned char *envelope = payload ? envelope_seal(identity, ENVELOPE_KIND_ROUND_AVERAGE, parsed.round, payload,
                                                       payload_size, &envelope_size, error)
                                       : NULL;
-    char digest[SPIRT_DIGEST_HEX_SIZE] = "";
     if (envelope) {
-        tensor_encoded_digest_hex(payload, digest);
         /* The publication is scratch like the round's tensors: set without
          * propagating it to the AOF (a restarted peer publishes again). */
         key_published(key, parsed.round);
@@ -149,7 +147,7 @@ int fn_publish(FnContext *context, const json_t *event, json_t **result, SpirtEr
     if (published != average) tensor_free(published);
     tensor_free(average);
     if (status != SPIRT_OK) return status;
-    *result = json_pack("{s:I, s:s, s:o}", "bytes", (json_int_t)envelope_size, "digest", digest, "attack",
+    *result = json_pack("{s:I, s:o}", "bytes", (json_int_t)envelope_size, "attack",
                         crafted ? json_string(attack_kind_name(attack->kind)) : json_null());
     return SPIRT_OK;
 }
