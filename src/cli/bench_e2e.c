@@ -63,19 +63,19 @@ static double time_to_target(const json_t *curve, double target) {
 static json_t *seconds_or_null(double seconds) { return seconds >= 0 ? json_real(seconds) : json_null(); }
 
 int bench_e2e(int argc, char **argv) {
-    const char *peer_list = "1,2,4,8", *model = "mlp", *optimizer = "momentum";
-    double epochs = 2, target = 0.84, lr = 0.05;
-    int batch_size = 32, batches = 2, json = 0, quick = 0, workers = 2;
+    const char *peer_list = "1,2,4,8", *model = "mlp", *optimizer = "adam";
+    double epochs = 2, target = 0.85, lr = 0.003;
+    int batch_size = 128, batches = 1, json = 0, quick = 0, workers = 1;
     const CliOption options[] = {
         {"peers", CLI_STRING, &peer_list, "LIST", "numbers of peers, e.g. 1,2,4,8 (default)"},
         {"model", CLI_STRING, &model, "NAME", "logreg, mlp or cnn (default mlp)"},
         {"epochs", CLI_DOUBLE, &epochs, "E", "epochs per run (default 2)"},
-        {"target", CLI_DOUBLE, &target, "A", "test accuracy for time-to-target (default 0.84)"},
-        {"batch-size", CLI_INT, &batch_size, "S", "examples per minibatch (default 32)"},
-        {"batches-per-round", CLI_INT, &batches, "B", "minibatches per peer and round (default 2)"},
-        {"optimizer", CLI_STRING, &optimizer, "NAME", "sgd, momentum or adam (default momentum)"},
-        {"lr", CLI_DOUBLE, &lr, "X", "learning rate (default 0.05)"},
-        {"workers", CLI_INT, &workers, "W", "spirt's warm workers per peer (default 2)"},
+        {"target", CLI_DOUBLE, &target, "A", "test accuracy for time-to-target (default 0.85)"},
+        {"batch-size", CLI_INT, &batch_size, "S", "examples per minibatch (default 128)"},
+        {"batches-per-round", CLI_INT, &batches, "B", "minibatches per peer and round (default 1)"},
+        {"optimizer", CLI_STRING, &optimizer, "NAME", "sgd, momentum or adam (default adam)"},
+        {"lr", CLI_DOUBLE, &lr, "X", "learning rate (default 0.003)"},
+        {"workers", CLI_INT, &workers, "W", "spirt's warm workers per peer (default 1)"},
         {"quick", CLI_FLAG, &quick, NULL, "1 and 2 peers, 1 epoch"},
         {"json", CLI_FLAG, &json, NULL, "one JSON object on stdout"},
     };
