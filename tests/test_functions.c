@@ -28,7 +28,7 @@ enum { PEERS = 3, BATCH = 16, PER_ROUND = 2 };
 
 typedef struct TestPeer {
     TestRedis server;
-    char id[16];
+    char id[24];
     char address[64];
     char key_path[600];
     Identity identity;

@@ -78,7 +78,7 @@ static void test_clean_run(void) {
     const char *digest = json_string_value(json_object_get(summary, "params_digest"));
     snprintf(clean_digest, sizeof(clean_digest), "%s", digest ? digest : "");
     for (int i = 0; i < 3; i++) {
-        char id[16];
+        char id[24];
         snprintf(id, sizeof(id), "peer-%d", i);
         const json_t *peer = peer_entry(summary, id);
         CHECKF(peer && strcmp(json_string_value(json_object_get(peer, "status")), "ok") == 0 &&
@@ -111,8 +111,13 @@ static void test_injected_faults(void) {
     test_begin("workers that crash and hang: reclaimed, retried, and the same model");
     char out[600];
     test_temp_path(out, sizeof(out), "faults");
+    /* The exchange wait must exceed the longest delay the faults can pile
+     * up (hangs, reclaims, restarts of crashed workers, a loaded machine):
+     * a peer left out of one round would end with another model. Healthy
+     * peers never wait that long; the option given last wins. */
     const char *argv[] = {test_spirt_path(), "train", COMMON, "--rounds", "12", "--out", out, "--crash-rate", "0.08",
-                          "--hang-rate", "0.08", "--hang-ms", "1500", "--visibility-ms", "300", NULL};
+                          "--hang-rate", "0.08", "--hang-ms", "1500", "--visibility-ms", "300", "--exchange-wait", "60",
+                          NULL};
     char *stderr_text = NULL;
     int status = test_run(argv, 300, NULL, &stderr_text);
     CHECKF(status == 0, "exit %d: %s", status, stderr_text);
@@ -165,7 +170,7 @@ static void test_killed_peer(void) {
     const json_t *dead = peer_entry(summary, "peer-1");
     CHECK(dead && strcmp(json_string_value(json_object_get(dead, "status")), "dead") == 0);
     for (int i = 0; i < 3; i += 2) {
-        char id[16];
+        char id[24];
         snprintf(id, sizeof(id), "peer-%d", i);
         const json_t *peer = peer_entry(summary, id);
         CHECKF(peer && strcmp(json_string_value(json_object_get(peer, "status")), "ok") == 0 &&

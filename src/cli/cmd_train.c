@@ -188,7 +188,7 @@ static json_t *data_spec(const Run *run, int shard) {
 static int start_everything(Run *run, const Dataset *train, const AttackConfig *attack, const char *self,
                             const char *module_path, SpirtError *error) {
     const TrainOptions *o = &run->options;
-    int status;
+    int status = SPIRT_OK;
     run->cluster = cluster_create(run->dir, error);
     if (run->cluster == NULL) return error->code;
     json_t *peers = json_array();
