@@ -41,8 +41,10 @@ test: build build-san
 test-fast: build
 	@$(CTEST) --test-dir build --output-on-failure -j $(JOBS) -LE "long|slow"
 
+# The main job: 4 peers, each with its own redis-server and the module,
+# training the mlp on Fashion-MNIST; the last line names the run folder.
 demo: build
-	@build/spirt fit --model mlp --epochs 5 --batch-size 64 --optimizer sgd --lr 0.05 --seed 1
+	@build/spirt train --peers 4 --model mlp
 
 bench: build
 	@scripts/deps.sh --bench
