@@ -694,7 +694,7 @@ int command_train(int argc, char **argv) {
      * --workers: the gradient of the round is the same. */
     *o = (TrainOptions){.peers = 4, .workers = 1, .batches_per_round = 1, .batch_size = 128, .validation = 500,
                         .evaluate_every = 50, .visibility_ms = 2000, .hang_ms = 10000, .f = -1, .seed = 1,
-                        .epochs = 3, .lr = 0.003, .momentum = 0.9, .exchange_wait = 10, .round_timeout = 600,
+                        .epochs = 4, .lr = 0.003, .momentum = 0.9, .exchange_wait = 10, .round_timeout = 600,
                         .model = "mlp", .dataset = "fashion-mnist", .optimizer = "adam", .schedule = "cosine", .transport = "unix",
                         .aggregator = "mean", .attack = "sign-flip", .partition = "iid", .workflow = default_workflow};
     const CliOption options[] = {
@@ -702,7 +702,7 @@ int command_train(int argc, char **argv) {
         {"model", CLI_STRING, &o->model, "NAME", "logreg, mlp or cnn (default mlp)"},
         {"dataset", CLI_STRING, &o->dataset, "SRC", "fashion-mnist or a folder of MNIST-format files"},
         {"rounds", CLI_U64, &o->rounds, "R", "rounds to train (default: from --epochs)"},
-        {"epochs", CLI_DOUBLE, &o->epochs, "E", "passes over each peer's shard, if --rounds is not given (default 3)"},
+        {"epochs", CLI_DOUBLE, &o->epochs, "E", "passes over each peer's shard, if --rounds is not given (default 4)"},
         {"batches-per-round", CLI_INT, &o->batches_per_round, "B", "minibatch gradients per peer and round, computed "
                                                                    "in parallel (default 1)"},
         {"batch-size", CLI_INT, &o->batch_size, "S", "examples per minibatch (default 128)"},
