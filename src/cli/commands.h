@@ -11,6 +11,7 @@ int command_train(int argc, char **argv);
 int command_peer(int argc, char **argv);
 int command_worker(int argc, char **argv);
 int command_fn(int argc, char **argv);
+int command_identity(int argc, char **argv);
 /* COMMANDS: each subcommand adds its declaration here as it lands. */
 int command_fit(int argc, char **argv);  /* cmd_fit.c */
 int command_eval(int argc, char **argv); /* cmd_eval.c */

@@ -19,6 +19,7 @@ static const Subcommand subcommands[] = {
     {"peer", command_peer, "run one peer against its own, already running database"},
     {"worker", command_worker, "serve a peer's function invocations (a warm worker)"},
     {"fn", command_fn, "run one function: JSON event on stdin, JSON result on stdout"},
+    {"identity", command_identity, "make or show a peer's key pair"},
     {"fit", command_fit, "train one model in this process (the single-machine reference)"},
     {"eval", command_eval, "evaluate a saved model on the test set"},
     {"bench", command_bench, "run a benchmark side by side with its baseline"},
