@@ -58,6 +58,11 @@ int cluster_start_process(Cluster *cluster, const char *name, ClusterKind kind, 
  * `restart` that failed. Returns how many processes ended for good. */
 size_t cluster_poll(Cluster *cluster);
 
+/* A TCP port on 127.0.0.1 that is free right now (the kernel's choice;
+ * another process may take it before it is used: callers retry). -1 if
+ * none. */
+int cluster_free_port(void);
+
 /* How many processes of `kind` are still running. */
 size_t cluster_running(const Cluster *cluster, ClusterKind kind);
 /* Every process, in start order. */

@@ -105,7 +105,7 @@ int cluster_start_process(Cluster *cluster, const char *name, ClusterKind kind, 
     return SPIRT_OK;
 }
 
-static int free_port(void) {
+int cluster_free_port(void) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0) return -1;
     struct sockaddr_in address = {0};
@@ -125,7 +125,7 @@ int cluster_start_database(Cluster *cluster, const char *name, const char *data_
     char log_path[1024];
     snprintf(log_path, sizeof(log_path), "%s/redis.log", data_dir);
     for (int attempt = 0; attempt < 3; attempt++) {
-        int port = free_port();
+        int port = cluster_free_port();
         if (port < 0) return spirt_error_set(error, SPIRT_ERR_IO, "no free port: %s", strerror(errno));
         char port_text[16];
         snprintf(port_text, sizeof(port_text), "%d", port);

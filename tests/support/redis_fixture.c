@@ -2,20 +2,18 @@
  * (see tests/redis_fixture.h). */
 #include "redis_fixture.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "spirt/cluster.h"
 #include "test.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -31,20 +29,7 @@ const char *test_module_path(void) {
     return path;
 }
 
-int test_free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return -1;
-    struct sockaddr_in address = {0};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof(address);
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&address, sizeof(address)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&address, &length) == 0)
-        port = ntohs(address.sin_port);
-    close(fd);
-    return port;
-}
+int test_free_port(void) { return cluster_free_port(); }
 
 /* The sanitizer runtimes this process was linked with, as an LD_PRELOAD
  * value, so an instrumented module can load into an uninstrumented server. */
