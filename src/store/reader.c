@@ -173,15 +173,9 @@ static StoreReply *text_reply(StoreReader *reader, char type, const char *text, 
     return reply;
 }
 
-/* "$length": sets up the string's reception (or places a nil). Returns
- * 1 if that completed the reply, 0 if not, < 0 on failure. */
-static int begin_bulk(StoreReader *reader, long long declared) {
-    if (declared == -1) {
-        StoreReply *nil = new_object(reader, STORE_REPLY_NIL, 0);
-        return nil ? place(reader, nil, 0) : reader->failure.code;
-    }
-    if (declared < 0) return fail(reader, SPIRT_ERR_PROTOCOL, "malformed reply: bulk length %lld", declared);
-    size_t length = (size_t)declared;
+/* "$length" (length >= 0): sets up the string's reception. Returns 1 if
+ * that completed the reply, 0 if not, < 0 on failure. */
+static int begin_bulk(StoreReader *reader, size_t length) {
     if (length >= reader->limit) return over_limit(reader); /* before the +1 below can wrap */
     StoreReply *bulk = new_object(reader, STORE_REPLY_STRING, length + 1);
     if (bulk == NULL) return reader->failure.code;
@@ -203,14 +197,8 @@ static int begin_bulk(StoreReader *reader, long long declared) {
     return 0;
 }
 
-/* "*count": an array (nil for -1). Same returns as begin_bulk. */
-static int begin_array(StoreReader *reader, long long declared) {
-    if (declared == -1) {
-        StoreReply *nil = new_object(reader, STORE_REPLY_NIL, 0);
-        return nil ? place(reader, nil, 0) : reader->failure.code;
-    }
-    if (declared < 0) return fail(reader, SPIRT_ERR_PROTOCOL, "malformed reply: array length %lld", declared);
-    size_t count = (size_t)declared;
+/* "*count" (count >= 0): an array. Same returns as begin_bulk. */
+static int begin_array(StoreReader *reader, size_t count) {
     if (count > reader->limit / sizeof(StoreReply *)) return over_limit(reader);
     if (count > 0 && reader->depth == STORE_READER_MAX_DEPTH)
         return fail(reader, SPIRT_ERR_PROTOCOL, "malformed reply: arrays nested deeper than %d",
@@ -239,8 +227,16 @@ static int parse_line(StoreReader *reader, char type, const char *text, size_t l
     if (!parse_number(text, length, &number))
         return fail(reader, SPIRT_ERR_PROTOCOL, "malformed reply: '%c' line \"%.*s\" is not a number", type,
                     length > 24 ? 24 : (int)length, text);
-    if (type == '$') return begin_bulk(reader, number);
-    if (type == '*') return begin_array(reader, number);
+    if (type != ':' && number < 0) {
+        /* "$-1" and "*-1" are nil; no other length is negative. */
+        if (number != -1)
+            return fail(reader, SPIRT_ERR_PROTOCOL, "malformed reply: %s length %lld", type == '$' ? "bulk" : "array",
+                        number);
+        StoreReply *nil = new_object(reader, STORE_REPLY_NIL, 0);
+        return nil ? place(reader, nil, 0) : reader->failure.code;
+    }
+    if (type == '$') return begin_bulk(reader, (size_t)number);
+    if (type == '*') return begin_array(reader, (size_t)number);
     StoreReply *integer = new_object(reader, STORE_REPLY_INTEGER, 0);
     if (integer == NULL) return reader->failure.code;
     integer->integer = number;
