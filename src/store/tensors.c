@@ -100,6 +100,7 @@ typedef struct BlobSink {
     float *values;               /* ...and floats */
     int create;                  /* store_tensor_get: make the tensor for it */
     Tensor *created;             /* the tensor made (owned here until handed over) */
+    int taken;                   /* a blob went here already: never a second */
 } BlobSink;
 
 /* StoreBulkSink: takes the string that follows the field name "blob" when
@@ -108,16 +109,21 @@ typedef struct BlobSink {
  * must stay untouched, and the blob is read the usual way). */
 static void *blob_sink(void *context, const StoreReply *array, size_t index, size_t length) {
     BlobSink *sink = context;
-    if (array == NULL || index % 2 != 1 || sink->created != NULL) return NULL;
+    if (array == NULL || index % 2 != 1 || sink->taken) return NULL;
     const StoreReply *name = array->element[index - 1];
     if (name->type != STORE_REPLY_STRING || name->str == NULL || strcasecmp(name->str, "blob") != 0) return NULL;
     TensorShape shape;
     if (parse_header(sink->key, array, index - 1, &shape, NULL) != SPIRT_OK) return NULL;
     if (length != tensor_shape_count(&shape) * sizeof(float)) return NULL;
-    if (sink->values != NULL) return tensor_shape_equal(&shape, sink->expected) ? sink->values : NULL;
-    if (!sink->create) return NULL;
-    sink->created = tensor_create(&shape, NULL);
-    return sink->created ? sink->created->data : NULL;
+    void *place = NULL;
+    if (sink->values != NULL && tensor_shape_equal(&shape, sink->expected)) {
+        place = sink->values;
+    } else if (sink->create) {
+        sink->created = tensor_create(&shape, NULL);
+        place = sink->created ? sink->created->data : NULL;
+    }
+    sink->taken = place != NULL;
+    return place;
 }
 
 /* SPIRT.TGET key MODE; a missing key is SPIRT_ERR_NOT_FOUND. On SPIRT_OK the
