@@ -20,6 +20,7 @@
 #include "redis_fixture.h"
 #include "spirt/rng.h"
 #include "spirt/store.h"
+#include "store_round_trip.h"
 #include "test.h"
 
 /* --- A fake server on a real socket --- */
@@ -381,6 +382,14 @@ static void test_large_value(const TestRedis *redis) {
     store_free(conn);
 }
 
+static void test_round_trips(const TestRedis *redis) {
+    test_begin("values of every size round-trip bit for bit (TCP)");
+    StoreConn *conn = connect_plain(redis);
+    if (conn == NULL) return;
+    store_check_round_trips(conn, 31, 0);
+    store_free(conn);
+}
+
 static void test_pipelining(const TestRedis *redis) {
     test_begin("pipelining 10,000 commands");
     enum { COUNT = 10000 };
@@ -724,6 +733,8 @@ static void test_unix_socket(void) {
         store_reply_free(reply);
         free(big);
         free(back);
+        test_begin("values of every size round-trip bit for bit (Unix socket)");
+        store_check_round_trips(conn, 32, 0);
         store_free(conn);
     }
     char missing[700];
@@ -750,6 +761,7 @@ int main(void) {
     test_basic_commands(&redis);
     test_binary_values(&redis);
     test_large_value(&redis);
+    test_round_trips(&redis);
     test_pipelining(&redis);
     test_server_errors(&redis);
     test_redis_stop(&redis);

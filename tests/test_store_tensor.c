@@ -15,6 +15,7 @@
 #include "spirt/rng.h"
 #include "spirt/store.h"
 #include "spirt/tensor.h"
+#include "store_round_trip.h"
 #include "test.h"
 
 static float *random_values(size_t count, uint64_t seed) {
@@ -123,6 +124,8 @@ int main(void) {
     if (conn) {
         test_round_trips(conn);
         test_refusals(conn);
+        test_begin("values and tensors of every size round-trip bit for bit");
+        store_check_round_trips(conn, 33, 1);
         store_free(conn);
     }
     test_redis_stop(&redis);

@@ -18,6 +18,7 @@
 #include "redis_fixture.h"
 #include "spirt/rng.h"
 #include "spirt/store.h"
+#include "store_round_trip.h"
 #include "test.h"
 
 /* Runs a command, its output into the temp folder's openssl.log. */
@@ -154,6 +155,8 @@ static void test_tls(const Pki *pki, TestRedis *redis, int tls_port) {
             store_reply_free(incr);
         }
         CHECK(pipeline_ok);
+        test_begin("values and tensors of every size round-trip bit for bit (TLS)");
+        store_check_round_trips(conn, 34, 1);
         store_free(conn);
     }
     StoreOptions by_name = options;
@@ -236,7 +239,7 @@ int main(void) {
     const char *args[] = {"--tls-port",          port_text,       "--tls-cert-file",   pki.server_cert,
                           "--tls-key-file",      pki.server_key,  "--tls-ca-cert-file", pki.ca,
                           "--tls-auth-clients",  "optional",      NULL};
-    TestRedisOptions options = {.extra_args = args};
+    TestRedisOptions options = {.extra_args = args, .load_module = 1}; /* tensors over TLS too */
     TestRedis redis;
     if (test_redis_start(&redis, &options) != 0) {
         CHECK(!"redis-server with TLS did not start");

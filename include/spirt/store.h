@@ -291,8 +291,11 @@ int store_tensor_set(StoreConn *conn, const char *key, const TensorShape *shape,
 int store_tensor_get(StoreConn *conn, const char *key, Tensor **tensor, SpirtError *error);
 
 /* Reads a tensor into caller storage of `expected` shape (e.g. a model's
- * parameter vector), without allocating a Tensor. SPIRT_ERR_SHAPE (values
- * untouched) if the stored tensor has another shape. */
+ * parameter vector), without allocating a Tensor: the values are read from
+ * the socket straight into `values`. SPIRT_ERR_SHAPE (values untouched) if
+ * the stored tensor has another shape. If the connection fails while the
+ * values arrive (SPIRT_ERR_IO, _TIMEOUT, _CLOSED, _PROTOCOL), `values` may
+ * hold part of them. */
 int store_tensor_get_into(StoreConn *conn, const char *key, const TensorShape *expected, float *values,
                           SpirtError *error);
 

@@ -59,5 +59,6 @@ int bench_agg(int argc, char **argv);
 int bench_indb(int argc, char **argv); /* bench_indb.c */
 int bench_e2e(int argc, char **argv);  /* bench_e2e.c */
 int bench_grad(int argc, char **argv); /* bench_grad.c */
+int bench_store(int argc, char **argv); /* bench_store.c */
 
 #endif /* SPIRT_CLI_BENCH_H */

@@ -18,6 +18,7 @@ static const Benchmark benchmarks[] = {
     {"e2e", bench_e2e, "time per epoch and to a target accuracy: spirt train vs PyTorch DDP"},
     {"indb", bench_indb, "average B gradients + SGD step: in the database vs a client vs Lua/JSON"},
     {"grad", bench_grad, "gradient steps per second of mlp and cnn, spirt vs PyTorch"},
+    {"store", bench_store, "SET/GET and SPIRT.TSET/TGET of 1 MB and 16 MB values: store client vs hiredis"},
     {NULL, NULL, NULL},
 };
 

@@ -1,17 +1,27 @@
 /* conn.c -- connections: setup, requests, replies, pipelining, failures.
  *
- * A StoreConn is a transport (plain or TLS, transport.h), a hiredis reader
- * building StoreReply objects (reply.h), and an output buffer of formatted
- * requests. Requests are formatted by hiredis (redisFormatCommandArgv),
- * queued, and written when a reply is wanted; replies are read until the
- * reader yields one. Every wait goes through poll with the connection's
- * time-outs.
+ * A StoreConn is a transport (plain or TLS, transport.h), a RESP reader
+ * building StoreReply objects (reader.h), and an output buffer for
+ * pipelined requests.
+ *
+ * Large values are not copied on their way through. A single command
+ * (store_command_argv and every typed helper) is framed around its
+ * arguments (request.h) and written with a gathering write, its large
+ * arguments straight from the caller's memory; its reply's large strings
+ * are read from the socket straight into their final buffers (reader.h),
+ * or into the caller's own (a sink, for tensors). Pipelined commands
+ * (store_append*) are copied into the output buffer, as the caller's
+ * buffers need not outlive the call, and written when a reply is wanted.
+ * store_command's printf-like format is hiredis's (redisvFormatCommand);
+ * hiredis is used for nothing else.
+ *
+ * Every wait goes through poll with the connection's time-outs.
  *
  * Failure model (store.h): a server error reply is an ordinary result; any
  * transport, time-out or protocol failure breaks the connection, closes the
  * socket and is remembered, so later calls fail fast with the same error
  * until a reconnect. */
-#include <hiredis/hiredis.h>
+#include <hiredis/hiredis.h> /* redisvFormatCommand, for store_command's format only */
 #include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -22,17 +32,24 @@
 #include "spirt/log.h"
 #include "spirt/store.h"
 #include "store/conn.h"
-#include "store/reply.h"
+#include "store/reader.h"
+#include "store/request.h"
 #include "store/transport.h"
 
 enum {
-    READ_CHUNK_BYTES = 64 * 1024,
     /* Queued requests beyond this are written at append time, so a long
      * pipeline does not hold all of its requests in memory. */
-    APPEND_FLUSH_BYTES = 1024 * 1024
+    APPEND_FLUSH_BYTES = 1024 * 1024,
+    /* Arguments of a single command this long or longer are written from
+     * the caller's memory; shorter ones are copied next to their framing
+     * (a copy of a few kilobytes costs less than another piece). */
+    SEND_IN_PLACE_BYTES = 4 * 1024,
+    /* Framing and small arguments of most commands fit on the stack. */
+    LOCAL_FRAME_BYTES = 1024,
+    LOCAL_PIECES = 9
 };
 
-/* Formatted requests not yet written. The buffer may be one that hiredis
+/* Pipelined requests not yet written. The buffer may be one that hiredis
  * formatted (adopted to save copying a large command), which must go back
  * through redisFreeCommand. */
 typedef struct OutBuffer {
@@ -47,12 +64,10 @@ struct StoreConn {
     StoreOptions options; /* owned copies of every string, defaults filled in */
     char address[300];    /* "host:port", for messages */
     StoreTransport *transport; /* NULL while broken */
-    redisReader *reader;
-    StoreReplyBudget budget;
+    StoreReader *reader;
     OutBuffer out;
     size_t pending;         /* replies owed by the server */
     SpirtError broken;      /* SPIRT_OK, or the failure that broke the connection */
-    char *chunk;            /* READ_CHUNK_BYTES for socket reads */
     int64_t extra_wait_ms;  /* read time-out extension for one blocking command */
 };
 
@@ -132,28 +147,17 @@ static void out_reset(OutBuffer *out) {
     memset(out, 0, sizeof(*out));
 }
 
-/* Queues one formatted command (taking ownership of `command`). */
-static int out_take(OutBuffer *out, char *command, size_t length, SpirtError *error) {
-    if (out->length == 0) {
-        /* Nothing queued: adopt hiredis's buffer as is, so a large tensor
-         * is not copied once more. */
-        out_reset(out);
-        out->data = command;
-        out->length = out->capacity = length;
-        out->from_hiredis = 1;
-        return SPIRT_OK;
-    }
-    if (out->from_hiredis || out->capacity - out->length < length) {
-        size_t needed = out->length + length;
+/* Room for `size` more bytes at out->data + out->length, in a buffer of
+ * our own; NULL when out of memory (the queue is unchanged). */
+static char *out_reserve(OutBuffer *out, size_t size) {
+    if (out->from_hiredis || out->capacity - out->length < size) {
+        size_t needed = out->length + size;
         size_t capacity = out->from_hiredis ? needed : out->capacity;
         if (capacity < 4096) capacity = 4096;
         while (capacity < needed) capacity *= 2;
         char *data = malloc(capacity);
-        if (data == NULL) {
-            redisFreeCommand(command);
-            return spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory queueing a command");
-        }
-        memcpy(data, out->data, out->length);
+        if (data == NULL) return NULL;
+        if (out->length > 0) memcpy(data, out->data, out->length);
         size_t queued = out->length, sent = out->sent;
         out_reset(out);
         out->data = data;
@@ -161,10 +165,27 @@ static int out_take(OutBuffer *out, char *command, size_t length, SpirtError *er
         out->sent = sent;
         out->capacity = capacity;
     }
-    memcpy(out->data + out->length, command, length);
-    out->length += length;
+    return out->data + out->length;
+}
+
+/* Queues one command formatted by hiredis (taking ownership of it). */
+static int out_take(OutBuffer *out, char *command, size_t length, SpirtError *error) {
+    if (out->length == 0) {
+        /* Nothing queued: adopt hiredis's buffer as is, so a large value
+         * is not copied once more. */
+        out_reset(out);
+        out->data = command;
+        out->length = out->capacity = length;
+        out->from_hiredis = 1;
+        return SPIRT_OK;
+    }
+    char *room = out_reserve(out, length);
+    if (room != NULL) {
+        memcpy(room, command, length);
+        out->length += length;
+    }
     redisFreeCommand(command);
-    return SPIRT_OK;
+    return room ? SPIRT_OK : spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory queueing a command");
 }
 
 /* --- Failures --- */
@@ -174,6 +195,8 @@ static void close_transport(StoreConn *conn) {
     conn->transport = NULL;
     out_reset(&conn->out);
     conn->pending = 0;
+    /* Whatever was half read is out of step now (and may be large). */
+    if (conn->reader != NULL) store_reader_reset(conn->reader);
 }
 
 /* Breaks the connection: closes it, remembers why ("host:port: message")
@@ -209,15 +232,26 @@ static uint64_t next_deadline(uint64_t fixed, int64_t timeout_ms) {
     return store_deadline_after(timeout_ms);
 }
 
-/* Writes everything queued. */
-static int flush_output(StoreConn *conn, uint64_t fixed_deadline, SpirtError *error) {
-    OutBuffer *out = &conn->out;
-    while (out->sent < out->length) {
+/* Writes the pieces in order (advancing through them: the array is
+ * changed). */
+static int send_pieces(StoreConn *conn, struct iovec *pieces, size_t count, uint64_t fixed_deadline,
+                       SpirtError *error) {
+    size_t first = 0;
+    for (;;) {
+        while (first < count && pieces[first].iov_len == 0) first++;
+        if (first == count) return SPIRT_OK;
         SpirtError failure;
-        ssize_t n = conn->transport->ops->write(conn->transport, out->data + out->sent, out->length - out->sent,
+        size_t left = count - first;
+        ssize_t n = conn->transport->ops->write(conn->transport, pieces + first, left > INT_MAX ? INT_MAX : (int)left,
                                                 &failure);
         if (n > 0) {
-            out->sent += (size_t)n;
+            for (size_t moved = (size_t)n; moved > 0; first++) {
+                size_t take = moved < pieces[first].iov_len ? moved : pieces[first].iov_len;
+                pieces[first].iov_base = (char *)pieces[first].iov_base + take;
+                pieces[first].iov_len -= take;
+                moved -= take;
+                if (pieces[first].iov_len > 0) break;
+            }
             continue;
         }
         if (n < 0) return break_connection(conn, (int)n, error, "%s", failure.message);
@@ -232,40 +266,32 @@ static int flush_output(StoreConn *conn, uint64_t fixed_deadline, SpirtError *er
                                     conn->options.write_timeout_ms);
         }
     }
-    out_reset(out);
-    return SPIRT_OK;
+}
+
+/* Writes everything queued. */
+static int flush_output(StoreConn *conn, uint64_t fixed_deadline, SpirtError *error) {
+    OutBuffer *out = &conn->out;
+    struct iovec piece = {out->data + out->sent, out->length - out->sent};
+    int status = send_pieces(conn, &piece, 1, fixed_deadline, error);
+    if (status == SPIRT_OK) out_reset(out);
+    return status;
 }
 
 /* Reads until the reader yields one complete reply (any type). */
 static int read_reply(StoreConn *conn, uint64_t fixed_deadline, StoreReply **reply, SpirtError *error) {
-    redisReader *reader = conn->reader;
+    StoreReader *reader = conn->reader;
     for (;;) {
-        void *object = NULL;
-        if (redisReaderGetReply(reader, &object) != REDIS_OK) {
-            if (conn->budget.exceeded)
-                return break_connection(conn, SPIRT_ERR_PROTOCOL, error,
-                                        "reply larger than the %zu-byte limit (max_reply_bytes)",
-                                        conn->budget.limit);
-            if (conn->budget.malformed)
-                return break_connection(conn, SPIRT_ERR_PROTOCOL, error, "malformed reply (an impossible length)");
-            if (reader->err == REDIS_ERR_OOM)
-                return break_connection(conn, SPIRT_ERR_NOMEM, error, "out of memory reading a reply");
-            return break_connection(conn, SPIRT_ERR_PROTOCOL, error, "malformed reply: %s", reader->errstr);
-        }
-        if (object != NULL) {
-            conn->budget.used = 0;
-            *reply = object;
-            return SPIRT_OK;
-        }
-        /* A bulk string is only built once complete: cap what waits for it. */
-        if (store_reader_unparsed(reader) > conn->budget.limit)
-            return break_connection(conn, SPIRT_ERR_PROTOCOL, error,
-                                    "reply larger than the %zu-byte limit (max_reply_bytes)", conn->budget.limit);
         SpirtError failure;
-        ssize_t n = conn->transport->ops->read(conn->transport, conn->chunk, READ_CHUNK_BYTES, &failure);
+        int status = store_reader_next(reader, reply, &failure);
+        if (status != SPIRT_OK) return break_connection(conn, status, error, "%s", failure.message);
+        if (*reply != NULL) return SPIRT_OK;
+        /* Into the reader's buffer, or straight into a string's own. */
+        struct iovec pieces[2];
+        int count = store_reader_space(reader, pieces, &failure);
+        if (count < 0) return break_connection(conn, count, error, "%s", failure.message);
+        ssize_t n = conn->transport->ops->read(conn->transport, pieces, count, &failure);
         if (n > 0) {
-            if (redisReaderFeed(reader, conn->chunk, (size_t)n) != REDIS_OK)
-                return break_connection(conn, SPIRT_ERR_NOMEM, error, "out of memory reading a reply");
+            store_reader_received(reader, (size_t)n);
             continue;
         }
         if (n < 0) return break_connection(conn, (int)n, error, "%s", failure.message);
@@ -287,28 +313,17 @@ static int read_reply(StoreConn *conn, uint64_t fixed_deadline, StoreReply **rep
 
 /* --- Queueing commands --- */
 
+/* Queues a copy of the command (pipelining: argv need not outlive the call). */
 static int queue_argv(StoreConn *conn, size_t argc, const char *const *argv, const size_t *lengths,
                       SpirtError *error) {
-    if (argc == 0 || argc > INT_MAX || argv == NULL)
-        return spirt_error_set(error, SPIRT_ERR_INVALID, "a command needs 1 to INT_MAX arguments (got %zu)", argc);
-    /* hiredis 0.14 sizes requests with an int: refuse anything near that
-     * before it can overflow. */
-    size_t total = 16;
-    for (size_t i = 0; i < argc; i++) {
-        if (argv[i] == NULL) return spirt_error_set(error, SPIRT_ERR_INVALID, "argument %zu is NULL", i);
-        size_t length = lengths ? lengths[i] : strlen(argv[i]);
-        /* total stays <= the limit, so the sum cannot wrap. */
-        if (length > STORE_MAX_REQUEST_BYTES || total + length + 32 > STORE_MAX_REQUEST_BYTES)
-            return spirt_error_set(error, SPIRT_ERR_INVALID, "command larger than the %zu-byte request limit",
-                                   STORE_MAX_REQUEST_BYTES);
-        total += length + 32;
-    }
-    char *command = NULL;
-    int length = redisFormatCommandArgv(&command, (int)argc, (const char **)argv, lengths);
-    if (length < 0 || command == NULL)
-        return spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory formatting a command");
-    int status = out_take(&conn->out, command, (size_t)length, error);
+    StoreRequestPlan plan;
+    int status = store_request_plan(argc, argv, lengths, STORE_REQUEST_COPY_ALL, &plan, error);
     if (status != SPIRT_OK) return status;
+    char *room = out_reserve(&conn->out, plan.total_bytes);
+    if (room == NULL) return spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory queueing a command");
+    struct iovec whole; /* one piece: the copy itself */
+    store_request_frame(argc, argv, lengths, STORE_REQUEST_COPY_ALL, room, &whole);
+    conn->out.length += plan.total_bytes;
     conn->pending++;
     return SPIRT_OK;
 }
@@ -391,12 +406,7 @@ static int open_connection(StoreConn *conn, SpirtError *error) {
     const StoreOptions *options = &conn->options;
     SpirtError failure;
     spirt_error_clear(&conn->broken);
-    close_transport(conn);
-    if (conn->reader != NULL) redisReaderFree(conn->reader);
-    memset(&conn->budget, 0, sizeof(conn->budget));
-    conn->budget.limit = options->max_reply_bytes;
-    conn->reader = store_reader_create(&conn->budget);
-    if (conn->reader == NULL) return break_connection(conn, SPIRT_ERR_NOMEM, error, "out of memory");
+    close_transport(conn); /* resets the reader too */
 
     uint64_t deadline = store_deadline_after(options->connect_timeout_ms);
     /* The read and write loops take 0 as "no fixed deadline": an unlimited
@@ -442,8 +452,8 @@ StoreConn *store_connect(const StoreOptions *options, SpirtError *error) {
     else
         snprintf(conn->address, sizeof(conn->address), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,
                  conn->options.port);
-    conn->chunk = malloc(READ_CHUNK_BYTES);
-    if (conn->chunk == NULL) {
+    conn->reader = store_reader_create(conn->options.max_reply_bytes);
+    if (conn->reader == NULL) {
         spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory for a connection");
         store_free(conn);
         return NULL;
@@ -469,9 +479,8 @@ StoreConn *store_connect_address(const char *address, const StoreOptions *defaul
 void store_free(StoreConn *conn) {
     if (conn == NULL) return;
     close_transport(conn);
-    if (conn->reader != NULL) redisReaderFree(conn->reader);
+    store_reader_free(conn->reader);
     release_options(&conn->options);
-    free(conn->chunk);
     free(conn);
 }
 
@@ -507,17 +516,11 @@ int store_append(StoreConn *conn, SpirtError *error, const char *format, ...) {
     return status;
 }
 
-int store_get_reply(StoreConn *conn, StoreReply **reply, SpirtError *error) {
-    if (reply != NULL) *reply = NULL;
-    if (conn == NULL) return spirt_error_set(error, SPIRT_ERR_INVALID, "no connection");
-    if (conn->broken.code != SPIRT_OK) return spirt_error_set(error, conn->broken.code, "%s", conn->broken.message);
-    if (conn->pending == 0)
-        return spirt_error_set(error, SPIRT_ERR_INVALID, "%s: no reply pending (nothing was appended)",
-                               conn->address);
-    int status = flush_output(conn, 0, error);
-    if (status != SPIRT_OK) return status;
+/* Reads the next pending reply (whose request was written), with the
+ * rules of store_get_reply. */
+static int take_reply(StoreConn *conn, StoreReply **reply, SpirtError *error) {
     StoreReply *result = NULL;
-    status = read_reply(conn, 0, &result, error);
+    int status = read_reply(conn, 0, &result, error);
     if (status != SPIRT_OK) return status;
     conn->pending--;
     if (result->type == STORE_REPLY_ERROR) {
@@ -532,6 +535,18 @@ int store_get_reply(StoreConn *conn, StoreReply **reply, SpirtError *error) {
     return SPIRT_OK;
 }
 
+int store_get_reply(StoreConn *conn, StoreReply **reply, SpirtError *error) {
+    if (reply != NULL) *reply = NULL;
+    if (conn == NULL) return spirt_error_set(error, SPIRT_ERR_INVALID, "no connection");
+    if (conn->broken.code != SPIRT_OK) return spirt_error_set(error, conn->broken.code, "%s", conn->broken.message);
+    if (conn->pending == 0)
+        return spirt_error_set(error, SPIRT_ERR_INVALID, "%s: no reply pending (nothing was appended)",
+                               conn->address);
+    int status = flush_output(conn, 0, error);
+    if (status != SPIRT_OK) return status;
+    return take_reply(conn, reply, error);
+}
+
 size_t store_pending_replies(const StoreConn *conn) { return conn ? conn->pending : 0; }
 
 /* A single command must not be mixed into unread pipelined replies: its
@@ -544,20 +559,49 @@ static int check_no_pending(const StoreConn *conn, SpirtError *error) {
 
 int store_command_argv(StoreConn *conn, size_t argc, const char *const *argv, const size_t *lengths,
                        StoreReply **reply, SpirtError *error) {
-    return store_command_argv_waiting(conn, argc, argv, lengths, 0, reply, error);
+    return store_command_argv_with(conn, argc, argv, lengths, NULL, reply, error);
 }
 
-int store_command_argv_waiting(StoreConn *conn, size_t argc, const char *const *argv, const size_t *lengths,
-                               int64_t extra_wait_ms, StoreReply **reply, SpirtError *error) {
+/* Frames a single command around its arguments and writes it, large
+ * arguments straight from argv (valid for the whole call). */
+static int send_in_place(StoreConn *conn, size_t argc, const char *const *argv, const size_t *lengths,
+                         SpirtError *error) {
+    StoreRequestPlan plan;
+    int status = store_request_plan(argc, argv, lengths, SEND_IN_PLACE_BYTES, &plan, error);
+    if (status != SPIRT_OK) return status;
+    char local_frame[LOCAL_FRAME_BYTES];
+    struct iovec local_pieces[LOCAL_PIECES];
+    char *frame = plan.copied_bytes <= sizeof(local_frame) ? local_frame : malloc(plan.copied_bytes);
+    struct iovec *pieces =
+        plan.piece_count <= LOCAL_PIECES ? local_pieces : malloc(plan.piece_count * sizeof(struct iovec));
+    if (frame == NULL || pieces == NULL) {
+        status = spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory framing a command");
+    } else {
+        store_request_frame(argc, argv, lengths, SEND_IN_PLACE_BYTES, frame, pieces);
+        conn->pending++;
+        status = send_pieces(conn, pieces, plan.piece_count, 0, error);
+    }
+    if (frame != local_frame) free(frame);
+    if (pieces != local_pieces) free(pieces);
+    return status;
+}
+
+int store_command_argv_with(StoreConn *conn, size_t argc, const char *const *argv, const size_t *lengths,
+                            const StoreCallOptions *call, StoreReply **reply, SpirtError *error) {
     if (reply != NULL) *reply = NULL;
     if (conn == NULL) return spirt_error_set(error, SPIRT_ERR_INVALID, "no connection");
     int status = ensure_usable(conn, error);
     if (status == SPIRT_OK) status = check_no_pending(conn, error);
-    if (status == SPIRT_OK) status = queue_argv(conn, argc, argv, lengths, error);
+    /* Nothing pending means nothing queued: the request goes out alone. */
+    if (status == SPIRT_OK) status = send_in_place(conn, argc, argv, lengths, error);
     if (status != SPIRT_OK) return status;
-    conn->extra_wait_ms = extra_wait_ms > 0 ? extra_wait_ms : 0;
-    status = store_get_reply(conn, reply, error);
+    if (call != NULL) {
+        conn->extra_wait_ms = call->extra_wait_ms > 0 ? call->extra_wait_ms : 0;
+        store_reader_set_sink(conn->reader, call->sink, call->sink_context);
+    }
+    status = take_reply(conn, reply, error);
     conn->extra_wait_ms = 0;
+    store_reader_set_sink(conn->reader, NULL, NULL);
     return status;
 }
 

@@ -5,6 +5,7 @@
  * hold, for connect as for reads and writes (see transport.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h> /* IOV_MAX */
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -179,22 +181,29 @@ static ssize_t socket_failure(StoreTransport *transport, short wanted, const cha
     return spirt_error_set(error, closed ? SPIRT_ERR_CLOSED : SPIRT_ERR_IO, "%s: %s", doing, strerror(errno));
 }
 
-static ssize_t plain_read(StoreTransport *transport, void *buffer, size_t size, SpirtError *error) {
+/* The kernel takes at most IOV_MAX pieces per call; the rest go next time
+ * (the caller loops on partial transfers anyway). */
+static int capped_count(int count) { return count > IOV_MAX ? IOV_MAX : count; }
+
+static ssize_t plain_read(StoreTransport *transport, const struct iovec *pieces, int count, SpirtError *error) {
     ssize_t n;
     do {
-        n = recv(transport->fd, buffer, size, 0);
+        n = readv(transport->fd, pieces, capped_count(count));
     } while (n < 0 && errno == EINTR);
     if (n > 0) return n;
     if (n == 0) return spirt_error_set(error, SPIRT_ERR_CLOSED, "connection closed by the server");
     return socket_failure(transport, POLLIN, "read", error);
 }
 
-static ssize_t plain_write(StoreTransport *transport, const void *data, size_t size, SpirtError *error) {
+static ssize_t plain_write(StoreTransport *transport, const struct iovec *pieces, int count, SpirtError *error) {
+    /* sendmsg rather than writev for MSG_NOSIGNAL: a closed connection is
+     * an error to report, not a SIGPIPE that kills the process. */
+    struct msghdr message = {0};
+    message.msg_iov = (struct iovec *)pieces; /* not written to by the kernel */
+    message.msg_iovlen = (size_t)capped_count(count);
     ssize_t n;
-    /* MSG_NOSIGNAL: a closed connection is an error to report, not a
-     * SIGPIPE that kills the process. */
     do {
-        n = send(transport->fd, data, size, MSG_NOSIGNAL);
+        n = sendmsg(transport->fd, &message, MSG_NOSIGNAL);
     } while (n < 0 && errno == EINTR);
     if (n > 0) return n;
     if (n == 0) errno = EAGAIN; /* nothing taken: wait for room */

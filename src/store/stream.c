@@ -191,8 +191,8 @@ int store_xreadgroup(StoreConn *conn, const char *stream, const char *group, con
     argv[argc++] = stream;
     argv[argc++] = id ? id : ">";
     StoreReply *reply = NULL;
-    int status =
-        store_command_argv_waiting(conn, argc, argv, NULL, block_ms > 0 ? block_ms : 0, &reply, error);
+    const StoreCallOptions call = {.extra_wait_ms = block_ms > 0 ? block_ms : 0};
+    int status = store_command_argv_with(conn, argc, argv, NULL, &call, &reply, error);
     if (status != SPIRT_OK) return status;
     if (reply->type == STORE_REPLY_NIL) return make_batch(conn, reply, NULL, "XREADGROUP", batch, error);
     /* [[stream, [entry, ...]]]: one stream was asked for. */

@@ -7,6 +7,10 @@
  * unless the caller explicitly skips the name check. A client certificate
  * and key make it mutual TLS.
  *
+ * SSL_write has no gather form: a request's large pieces (tensor values)
+ * are encrypted straight from the caller's memory, small ones gathered into
+ * one record first (next_write).
+ *
  * OpenSSL does its socket I/O through a small BIO of ours that sends with
  * MSG_NOSIGNAL: a server that vanishes mid-write is reported as an error
  * instead of raising SIGPIPE in a process that did not ask for it.
@@ -32,11 +36,16 @@
 
 #include "store/transport.h"
 
+/* The largest plaintext of one TLS record: small pieces of a request are
+ * gathered up to this before SSL_write (it has no writev). */
+enum { TLS_STAGING_BYTES = 16 * 1024 };
+
 typedef struct TlsTransport {
     StoreTransport base; /* first, so a StoreTransport * is a TlsTransport * */
     SSL_CTX *context;
     SSL *ssl;
     int failed; /* after a fatal error OpenSSL forbids SSL_shutdown */
+    char staging[TLS_STAGING_BYTES];
 } TlsTransport;
 
 /* --- The socket BIO (created once per process, never freed: an immutable
@@ -180,19 +189,75 @@ static int not_ready(TlsTransport *tls, int result) {
     return 1;
 }
 
-static ssize_t tls_read(StoreTransport *transport, void *buffer, size_t size, SpirtError *error) {
+/* Decrypts into the pieces in turn. Only the first read may wait for the
+ * socket; later pieces are filled only from what OpenSSL already holds
+ * decrypted (SSL_pending), so one call never blocks on a second record. */
+static ssize_t tls_read(StoreTransport *transport, const struct iovec *pieces, int count, SpirtError *error) {
     TlsTransport *tls = (TlsTransport *)transport;
-    ERR_clear_error();
-    int n = SSL_read(tls->ssl, buffer, size > INT_MAX ? INT_MAX : (int)size);
-    if (n > 0) return n;
-    if (not_ready(tls, n)) return 0;
-    return tls_failure(tls, n, "read", error);
+    size_t total = 0;
+    for (int i = 0; i < count; i++) {
+        size_t size = pieces[i].iov_len;
+        if (size == 0) continue;
+        if (total > 0 && SSL_pending(tls->ssl) <= 0) break;
+        ERR_clear_error();
+        int n = SSL_read(tls->ssl, pieces[i].iov_base, size > INT_MAX ? INT_MAX : (int)size);
+        if (n <= 0) {
+            /* Bytes already moved come first; a failure here shows again
+             * on the next call. */
+            if (total > 0) {
+                ERR_clear_error();
+                break;
+            }
+            if (not_ready(tls, n)) return 0;
+            return tls_failure(tls, n, "read", error);
+        }
+        total += (size_t)n;
+        if ((size_t)n < size) break;
+    }
+    return (ssize_t)total;
 }
 
-static ssize_t tls_write(StoreTransport *transport, const void *data, size_t size, SpirtError *error) {
+/* The pieces from `skip` bytes on (0-length pieces skipped): the index of
+ * the piece where they start, and the offset into it. */
+static int find_start(const struct iovec *pieces, int count, size_t *offset) {
+    int i = 0;
+    while (i < count && *offset >= pieces[i].iov_len) *offset -= pieces[i++].iov_len;
+    return i;
+}
+
+/* What one SSL_write sends: a large piece goes as it is (no copy), smaller
+ * ones are gathered into the staging buffer up to a full TLS record, so a
+ * request of many small arguments does not become many tiny records. Both
+ * depend only on the pieces, so a retry after "not ready" (which OpenSSL
+ * requires to offer the same bytes again) offers exactly the same bytes. */
+static const void *next_write(TlsTransport *tls, const struct iovec *pieces, int count, size_t *size) {
+    size_t offset = 0;
+    int first = find_start(pieces, count, &offset);
+    *size = 0;
+    if (first == count) return NULL;
+    size_t rest = pieces[first].iov_len - offset;
+    if (rest >= TLS_STAGING_BYTES) {
+        *size = rest > INT_MAX ? INT_MAX : rest;
+        return (const char *)pieces[first].iov_base + offset;
+    }
+    size_t used = 0;
+    for (int i = first; i < count && used < TLS_STAGING_BYTES; i++, offset = 0) {
+        size_t take = pieces[i].iov_len - offset;
+        if (take > TLS_STAGING_BYTES - used) take = TLS_STAGING_BYTES - used;
+        memcpy(tls->staging + used, (const char *)pieces[i].iov_base + offset, take);
+        used += take;
+    }
+    *size = used;
+    return tls->staging;
+}
+
+static ssize_t tls_write(StoreTransport *transport, const struct iovec *pieces, int count, SpirtError *error) {
     TlsTransport *tls = (TlsTransport *)transport;
+    size_t size = 0;
+    const void *data = next_write(tls, pieces, count, &size);
+    if (size == 0) return spirt_error_set(error, SPIRT_ERR_INTERNAL, "TLS write of nothing");
     ERR_clear_error();
-    int n = SSL_write(tls->ssl, data, size > INT_MAX ? INT_MAX : (int)size);
+    int n = SSL_write(tls->ssl, data, (int)size);
     if (n > 0) return n;
     if (not_ready(tls, n)) return 0;
     int status = tls_failure(tls, n, "write", error);

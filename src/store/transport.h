@@ -5,8 +5,11 @@
  * of TLS. Waiting is done by the caller with store_wait_fd, so every wait
  * honours the connection's time-outs.
  *
- * read/write return:
- *    > 0  bytes moved;
+ * read/write move bytes between the socket and a list of pieces (an iovec
+ * array, filled or sent in order), so that a request can go out straight
+ * from the caller's buffers and a large reply can land straight in its
+ * final allocation, with no staging copy in between. They return:
+ *    > 0  bytes moved (possibly fewer than the pieces hold);
  *      0  nothing now: wait for transport->want (POLLIN or POLLOUT; TLS may
  *         need to write while reading and the other way round), then retry;
  *    < 0  a SpirtStatus, with `error` filled: SPIRT_ERR_CLOSED when the
@@ -20,6 +23,7 @@
 #include <stddef.h>    /* size_t */
 #include <stdint.h>    /* uint64_t */
 #include <sys/types.h> /* ssize_t */
+#include <sys/uio.h>   /* struct iovec */
 
 #include "spirt/error.h"
 #include "spirt/store.h" /* StoreTlsOptions */
@@ -28,8 +32,9 @@ typedef struct StoreTransport StoreTransport;
 
 typedef struct StoreTransportOps {
     const char *name; /* "tcp" or "tls", for messages */
-    ssize_t (*read)(StoreTransport *transport, void *buffer, size_t size, SpirtError *error);
-    ssize_t (*write)(StoreTransport *transport, const void *data, size_t size, SpirtError *error);
+    /* `count` >= 1 pieces; empty pieces are allowed. */
+    ssize_t (*read)(StoreTransport *transport, const struct iovec *pieces, int count, SpirtError *error);
+    ssize_t (*write)(StoreTransport *transport, const struct iovec *pieces, int count, SpirtError *error);
     /* Closes the socket and frees the transport (best-effort TLS close_notify). */
     void (*close)(StoreTransport *transport);
 } StoreTransportOps;
