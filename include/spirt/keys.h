@@ -21,6 +21,7 @@
  *   spirt:checkpoint          the last round whose model is persisted (integer)
  *   spirt:members             membership: peer id -> JSON (hash)
  *   spirt:heartbeat           the peer's liveness, with a time to live
+ *   spirt:silence             per other peer: exchanges it missed in a row (hash)
  *   spirt:inbox               join requests (list of signed envelopes)
  *   spirt:invocations         function invocations (stream, group "workers")
  *   spirt:result:{id}         an invocation's result (list, expires)
@@ -47,6 +48,7 @@
 #define KEY_ROUND_PREFIX "spirt:r:"
 #define KEY_MEMBERS "spirt:members"
 #define KEY_HEARTBEAT "spirt:heartbeat"
+#define KEY_SILENCE "spirt:silence"
 #define KEY_INBOX "spirt:inbox"
 #define KEY_INVOCATIONS "spirt:invocations"
 #define KEY_INVOCATION_GROUP "workers"
