@@ -18,6 +18,7 @@ static const Benchmark benchmarks[] = {
     {"e2e", bench_e2e, "time per epoch and to a target accuracy: spirt train vs PyTorch DDP"},
     {"indb", bench_indb, "average B gradients + SGD step: in the database vs a client vs Lua/JSON"},
     {"grad", bench_grad, "gradient steps per second of mlp and cnn, spirt vs PyTorch"},
+    {"robustness", bench_robustness, "final accuracy of each rule under each attack (spirt train per cell)"},
     {NULL, NULL, NULL},
 };
 
