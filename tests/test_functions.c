@@ -545,6 +545,82 @@ static void test_exchange_silent_peer(void) {
     free(values);
 }
 
+/* Sets peer `peer`'s attack in its spirt:config (functions re-read it). */
+static void set_attack(int peer, const char *attack) {
+    char *text = NULL;
+    size_t length = 0;
+    store_get(peers[peer].conn, KEY_CONFIG, &text, &length, NULL);
+    json_t *config = text ? json_loadb(text, length, 0, NULL) : NULL;
+    free(text);
+    json_object_set_new(config, "attack", json_string(attack));
+    json_object_set_new(config, "byzantine", strcmp(attack, "none") == 0 ? json_array() : json_pack("[s]", peers[peer].id));
+    char *updated = json_dumps(config, JSON_COMPACT);
+    CHECK(updated && store_set(peers[peer].conn, KEY_CONFIG, updated, strlen(updated), NULL) == SPIRT_OK);
+    free(updated);
+    json_decref(config);
+}
+
+/* Runs exchange and a mean aggregate on `peer` for `round`; returns the
+ * aggregate (owned). */
+static Tensor *exchange_and_mean(int peer, uint64_t round) {
+    json_t *exchange = invoke(peer, "exchange", event_for(peer, round), 1);
+    json_t *event = event_for(peer, round);
+    json_object_set(event, "received", json_object_get(exchange, "received"));
+    json_object_set_new(event, "aggregator", json_string("mean"));
+    json_decref(invoke(peer, "aggregate", event, 1));
+    json_decref(exchange);
+    char key[KEY_MAX];
+    return get_tensor(peer, key_round_aggregate(key, round));
+}
+
+static void test_byzantine_aggregate(void) {
+    test_begin("a Byzantine peer aggregates what the honest peers aggregate: what it sent, or nothing");
+    char key[KEY_MAX];
+    /* sign-flip: peer-2 publishes -10 x its average and aggregates that. */
+    set_attack(2, "sign-flip");
+    prepare_round(600);
+    Tensor *average = get_tensor(2, key_round_average(key, 600));
+    Tensor *sent = get_tensor(2, key_round_sent(key, 600));
+    int flipped = average && sent && sent->count == average->count;
+    for (size_t i = 0; flipped && i < sent->count; i++) flipped = sent->data[i] == (float)(-10.0 * average->data[i]);
+    CHECK(flipped);
+    Tensor *byzantine = exchange_and_mean(2, 600), *honest = exchange_and_mean(0, 600);
+    /* Both aggregate {avg0, avg1, -10 avg2}, in the same order: the same bits. */
+    CHECK(byzantine && honest && memcmp(byzantine->data, honest->data, honest->count * sizeof(float)) == 0);
+    Tensor *a0 = get_tensor(0, key_round_average(key, 600)), *a1 = get_tensor(1, key_round_average(key, 600));
+    double worst = 0;
+    for (size_t i = 0; honest && a0 && a1 && sent && i < honest->count; i++) {
+        double expected = ((double)a0->data[i] + (double)a1->data[i] + (double)sent->data[i]) / 3.0;
+        if (fabs(expected - honest->data[i]) > worst) worst = fabs(expected - honest->data[i]);
+    }
+    CHECKF(honest && worst < 1e-6, "largest difference from the mean by hand: %g", worst);
+    tensor_free(byzantine);
+    tensor_free(honest);
+    tensor_free(sent);
+
+    /* silent: nothing sent, so its own average is not an input either. */
+    set_attack(2, "silent");
+    prepare_round(601);
+    int exists = 1;
+    store_exists(peers[2].conn, key_round_sent(key, 601), &exists, NULL);
+    CHECK(!exists);
+    byzantine = exchange_and_mean(2, 601);
+    Tensor *b0 = get_tensor(0, key_round_average(key, 601)), *b1 = get_tensor(1, key_round_average(key, 601));
+    worst = 0;
+    for (size_t i = 0; byzantine && b0 && b1 && i < byzantine->count; i++) {
+        double expected = ((double)b0->data[i] + (double)b1->data[i]) / 2.0;
+        if (fabs(expected - byzantine->data[i]) > worst) worst = fabs(expected - byzantine->data[i]);
+    }
+    CHECKF(byzantine && worst < 1e-6, "largest difference from the mean of the two others: %g", worst);
+    set_attack(2, "none");
+    tensor_free(byzantine);
+    tensor_free(average);
+    tensor_free(a0);
+    tensor_free(a1);
+    tensor_free(b0);
+    tensor_free(b1);
+}
+
 static void test_heartbeat(void) {
     test_begin("heartbeat: alive -> suspect -> dead -> alive again");
     store_del(peers[2].conn, KEY_HEARTBEAT, NULL, NULL);
@@ -642,6 +718,7 @@ int main(void) {
     test_exchange_refusals();
     test_exchange_waiting();
     test_exchange_silent_peer();
+    test_byzantine_aggregate();
     test_heartbeat();
     test_admit();
     test_bad_events();

@@ -83,6 +83,9 @@ int attack_is_omniscient(const AttackConfig *config);
 int attack_poisons_labels(const AttackConfig *config);
 /* 1 if the peer publishes anything at all (0 for silent). */
 int attack_publishes(const AttackConfig *config);
+/* 1 if what the peer publishes passes validation (a signed, finite vector
+ * of the model's size): every attack but the protocol misbehaviours. */
+int attack_publication_valid(const AttackConfig *config);
 /* 1 if the peer publishes random bytes instead of a signed envelope. */
 int attack_publishes_garbage(const AttackConfig *config);
 /* How many floats the attack's vector has when the model has d: for

@@ -15,6 +15,7 @@
  *   spirt:r:{r}:avg           the peer's average of round r (tensor)
  *   spirt:r:{r}:in:{q}        peer q's verified average of round r (tensor)
  *   spirt:r:{r}:agg           the robust aggregate of round r (tensor)
+ *   spirt:r:{r}:sent          a Byzantine peer's published vector (tensor)
  *   spirt:r:{r}:updated       set once round r's optimizer step is applied
  *   spirt:pub:{r}             the signed average other peers read (envelope)
  *   spirt:round               the last completed round (integer)
@@ -68,6 +69,10 @@ static inline char *key_round_average(char key[KEY_MAX], uint64_t round) {
 }
 static inline char *key_round_received(char key[KEY_MAX], uint64_t round, const char *peer_id) {
     snprintf(key, KEY_MAX, "spirt:r:%llu:in:%s", (unsigned long long)round, peer_id);
+    return key;
+}
+static inline char *key_round_sent(char key[KEY_MAX], uint64_t round) {
+    snprintf(key, KEY_MAX, "spirt:r:%llu:sent", (unsigned long long)round);
     return key;
 }
 static inline char *key_round_aggregate(char key[KEY_MAX], uint64_t round) {

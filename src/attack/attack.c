@@ -109,6 +109,11 @@ int attack_poisons_labels(const AttackConfig *config) { return config->kind == A
 
 int attack_publishes(const AttackConfig *config) { return config->kind != ATTACK_SILENT; }
 
+int attack_publication_valid(const AttackConfig *config) {
+    return config->kind != ATTACK_SILENT && config->kind != ATTACK_WRONG_SHAPE && config->kind != ATTACK_NAN &&
+           config->kind != ATTACK_GARBAGE;
+}
+
 int attack_publishes_garbage(const AttackConfig *config) { return config->kind == ATTACK_GARBAGE; }
 
 size_t attack_vector_count(const AttackConfig *config, size_t d) {

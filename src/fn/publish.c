@@ -138,6 +138,10 @@ int fn_publish(FnContext *context, const json_t *event, json_t **result, SpirtEr
                                   published->data, error);
         for (size_t i = 0; i < honest_count; i++) tensor_free(honest[i]);
     }
+    /* Keep the vector for our own aggregate (see aggregate.c): a Byzantine
+     * peer aggregates what the honest peers aggregate. */
+    if (status == SPIRT_OK && crafted && attack_publication_valid(attack))
+        status = store_tensor_set(db, key_round_sent(key, parsed.round), &published->shape, published->data, error);
     size_t payload_size = 0, envelope_size = 0;
     /* No inner digest: the envelope's signature covers the payload. */
     unsigned char *payload = status == SPIRT_OK ? tensor_encode_without_digest(published, &payload_size, error) : NULL;
