@@ -487,7 +487,7 @@ static json_t *exchange_round(uint64_t round, double wait_seconds, const char **
 static void test_exchange_silent_peer(void) {
     test_begin("exchange: a live peer silent for silent_after_rounds (2) exchanges is waited for only briefly");
     size_t count = nn_model_kind_param_count(NN_LOGREG);
-    float *values = calloc(count, sizeof(float));
+    float *values = calloc(count + 1, sizeof(float)); /* + 1: a wrong-size publication below */
     const double wait = 1.0; /* the full wait; silent_wait_seconds is 0.2 */
     const char *reason = NULL;
     /* peer-1 stays alive (its heartbeat lives 60 s) and publishes nothing;

@@ -32,7 +32,7 @@ static char config_paths[PEERS][600], log_paths[PEERS][600];
 static int write_configs(const char *dataset) {
     json_t *list = json_array();
     for (int i = 0; i < PEERS; i++) {
-        char id[16], key_path[600], name[32], address[64], hex[SPIRT_PUBLIC_KEY_HEX_SIZE];
+        char id[24], key_path[600], name[32], address[64], hex[SPIRT_PUBLIC_KEY_HEX_SIZE];
         snprintf(id, sizeof(id), "peer-%d", i);
         snprintf(name, sizeof(name), "%s.key", id);
         test_temp_path(key_path, sizeof(key_path), name);
@@ -48,7 +48,7 @@ static int write_configs(const char *dataset) {
     char workflow[600];
     snprintf(workflow, sizeof(workflow), "%s/workflows/round.json", SPIRT_SOURCE_DIR);
     for (int i = 0; i < PEERS; i++) {
-        char id[16], key_name[32], address[64];
+        char id[24], key_name[40], address[64];
         snprintf(id, sizeof(id), "peer-%d", i);
         snprintf(key_name, sizeof(key_name), "%s.key", id);
         snprintf(address, sizeof(address), "127.0.0.1:%d", servers[i].port);

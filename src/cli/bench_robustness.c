@@ -305,7 +305,7 @@ static void write_tables(const Setup *setup, const Cell *cells, size_t count, co
 }
 
 int bench_robustness(int argc, char **argv) {
-    Setup setup = {.peers = 10, .batch_size = 128, .workers = 1, .seed = 1, .rounds = 80, .lr = 0.003,
+    Setup setup = {.peers = 10, .batch_size = 128, .workers = 1, .seed = 1, .rounds = 100, .lr = 0.005,
                    .exchange_wait = 10, .model = "mlp", .optimizer = "adam", .partition = "iid",
                    .dataset = "fashion-mnist", .out = NULL};
     static const char default_rules[] = "mean,median,trimmed-mean,krum,multi-krum,bulyan,geomed,cclip,nnm+median,"
@@ -322,8 +322,8 @@ int bench_robustness(int argc, char **argv) {
                                                       "gaussian, label-flip, alie, ipm, mimic)"},
         {"partition", CLI_STRING, &setup.partition, "P", "iid or dirichlet:ALPHA (default iid)"},
         {"model", CLI_STRING, &setup.model, "NAME", "logreg, mlp or cnn (default mlp)"},
-        {"rounds", CLI_U64, &setup.rounds, "R", "rounds per run (default 80)"},
-        {"lr", CLI_DOUBLE, &setup.lr, "X", "learning rate, cosine down to 0 (default 0.003)"},
+        {"rounds", CLI_U64, &setup.rounds, "R", "rounds per run (default 100: 2.1 epochs of the 60000 examples)"},
+        {"lr", CLI_DOUBLE, &setup.lr, "X", "learning rate, cosine down to 0 (default 0.005)"},
         {"optimizer", CLI_STRING, &setup.optimizer, "NAME", "optimizer (default adam)"},
         {"batch-size", CLI_INT, &setup.batch_size, "S", "examples per peer and round (default 128)"},
         {"seed", CLI_U64, &setup.seed, "N", "seed of every run (default 1)"},

@@ -143,6 +143,17 @@ static void derive_seed(uint64_t seed, int peer, unsigned char out[SPIRT_KEY_SEE
     }
 }
 
+/* The rule every peer runs: --aggregator, with f from --f, else from the
+ * spec's f=, else the number of Byzantine peers; --pre nnm mixes first. */
+static AggConfig effective_aggregator(const TrainOptions *o) {
+    AggConfig aggregator;
+    run_parse_aggregator(o->aggregator, &aggregator, NULL);
+    if (o->f >= 0) aggregator.f = (size_t)o->f;
+    else if (strstr(o->aggregator, "f=") == NULL) aggregator.f = (size_t)o->byzantine;
+    if (o->pre && strcmp(o->pre, "nnm") == 0) aggregator.pre_nnm = 1;
+    return aggregator;
+}
+
 static json_t *run_json(const Run *run, const PeerState *peer, const AttackConfig *attack) {
     const TrainOptions *o = &run->options;
     RunConfig config;
@@ -162,10 +173,7 @@ static json_t *run_json(const Run *run, const PeerState *peer, const AttackConfi
     full.momentum = (float)o->momentum;
     full.weight_decay = (float)o->weight_decay;
     config.optimizer = full;
-    run_parse_aggregator(o->aggregator, &config.aggregator, NULL);
-    if (o->f >= 0) config.aggregator.f = (size_t)o->f;
-    else if (strstr(o->aggregator, "f=") == NULL) config.aggregator.f = (size_t)o->byzantine;
-    if (o->pre && strcmp(o->pre, "nnm") == 0) config.aggregator.pre_nnm = 1;
+    config.aggregator = effective_aggregator(o);
     config.attack = peer->byzantine ? *attack : attack_config_default(ATTACK_NONE);
     if (peer->byzantine) {
         for (int i = 0; i < o->peers; i++)
@@ -677,6 +685,10 @@ static int finish(Run *run, double wall_seconds, SpirtError *error) {
     /* Honest peers' rounds whose rule could not run and fell back to the
      * median, and why (e.g. "bulyan needs n >= 4f + 3"). */
     json_object_set_new(summary, "fallback_rounds", json_integer(fallback_rounds));
+    AggConfig aggregator = effective_aggregator(&run->options);
+    char spec[256];
+    run_format_aggregator(&aggregator, spec, sizeof(spec));
+    json_object_set_new(summary, "aggregator_spec", json_string(spec)); /* as the peers ran it */
     json_object_set_new(summary, "fallback", fallback ? json_string(fallback) : json_null());
     json_object_set_new(summary, "accuracy_curve", accuracy_curve(run, consensus));
     char path[1100];
@@ -813,6 +825,7 @@ int command_train(int argc, char **argv) {
     else if (strcmp(o->schedule, "constant") != 0 && strcmp(o->schedule, "cosine") != 0) usage = cli_usage_error(&command, "--schedule: constant or cosine");
     else if (run_parse_aggregator(o->aggregator, &aggregator, &error) != SPIRT_OK) usage = cli_usage_error(&command, "--aggregator: %s", error.message);
     else if (o->pre && strcmp(o->pre, "nnm") != 0 && strcmp(o->pre, "none") != 0) usage = cli_usage_error(&command, "--pre: nnm or none");
+    else if (o->f >= o->peers) usage = cli_usage_error(&command, "--f must be less than --peers");
     else if (o->byzantine < 0 || o->byzantine >= o->peers) usage = cli_usage_error(&command, "--byzantine must be 0 to peers - 1");
     else if (o->byzantine && attack_parse(o->attack, &attack, &error) != SPIRT_OK) usage = cli_usage_error(&command, "--attack: %s", error.message);
     else if (o->batch_size < 1 || o->batches_per_round < 1 || o->batches_per_round > 1024) usage = cli_usage_error(&command, "--batch-size and --batches-per-round must be >= 1");
