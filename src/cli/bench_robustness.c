@@ -178,14 +178,19 @@ static const Cell *find_cell(const Cell *cells, size_t count, const RuleItem *ru
     return NULL;
 }
 
+/* Creates `name` in the output folder (its path into path[1100]); NULL,
+ * and a note in the report, if it cannot. */
+static FILE *create_output(const Setup *setup, const char *name, char path[1100], BenchReport *report) {
+    snprintf(path, 1100, "%s/%s", setup->out, name);
+    FILE *file = fopen(path, "w");
+    if (file == NULL) bench_report_note(report, "cannot write %s", path);
+    return file;
+}
+
 static void write_csv(const Setup *setup, const Cell *cells, size_t count, double clean, BenchReport *report) {
     char path[1100];
-    snprintf(path, sizeof(path), "%s/robustness.csv", setup->out);
-    FILE *file = fopen(path, "w");
-    if (file == NULL) {
-        bench_report_note(report, "cannot write %s", path);
-        return;
-    }
+    FILE *file = create_output(setup, "robustness.csv", path, report);
+    if (file == NULL) return;
     fprintf(file, "rule,pre,rule_f,attack,f,test_accuracy,clean_accuracy,drop_points,rule_clean_accuracy,"
                   "fallback_rounds,fallback,digests_agree,wall_seconds\n");
     for (size_t i = 0; i < count; i++) {
@@ -211,15 +216,11 @@ static void write_tables(const Setup *setup, const Cell *cells, size_t count, co
                          char **attacks, size_t attack_count, const int *fs, size_t f_count, double clean,
                          double total_seconds, BenchReport *report) {
     char path[1100];
-    snprintf(path, sizeof(path), "%s/robustness.md", setup->out);
-    FILE *md = fopen(path, "w");
-    if (md == NULL) {
-        bench_report_note(report, "cannot write %s", path);
-        return;
-    }
+    FILE *md = create_output(setup, "robustness.md", path, report);
+    if (md == NULL) return;
     fprintf(md, "# Robustness matrix\n\n%d peers, %s, %s, %llu rounds of %d per peer, %s lr %g (cosine), seed %llu, "
-                "%d worker per peer. Final test accuracy of the honest peers' model; in brackets the drop from the "
-                "clean run (mean, nobody attacking: %.4f) in points. * = the rule fell back to the median in some "
+                "%d worker per peer. Final test accuracy of the honest peers' model; in brackets the difference from "
+                "the clean run (mean, nobody attacking: %.4f) in points. * = the rule fell back to the median in some "
                 "rounds; n/a = the rule cannot run with these n and f. Matrix: %.0f min.\n",
             setup->peers, setup->model, setup->partition, (unsigned long long)setup->rounds, setup->batch_size,
             setup->optimizer, setup->lr, (unsigned long long)setup->seed, setup->workers, clean, total_seconds / 60.0);
@@ -230,9 +231,9 @@ static void write_tables(const Setup *setup, const Cell *cells, size_t count, co
         fprintf(md, "\n|---|");
         for (size_t a = 0; a < attack_count; a++) fprintf(md, "---|");
         fprintf(md, "\n");
-        char data_path[1100];
-        snprintf(data_path, sizeof(data_path), "%s/heatmap-f%d.dat", setup->out, f);
-        FILE *data = fopen(data_path, "w");
+        char data_path[1100], name[64];
+        snprintf(name, sizeof(name), "heatmap-f%d.dat", f);
+        FILE *data = create_output(setup, name, data_path, report);
         if (data) {
             fprintf(data, "rule");
             for (size_t a = 0; a < attack_count; a++) fprintf(data, " %s", attacks[a]);
@@ -279,9 +280,9 @@ static void write_tables(const Setup *setup, const Cell *cells, size_t count, co
          * the colour spans 30 points below the clean run, so a drop of 1
          * point is visible and anything past 30 is simply red. */
         char script_path[1100], png_path[1100], command[2400];
-        snprintf(script_path, sizeof(script_path), "%s/heatmap-f%d.gp", setup->out, f);
         snprintf(png_path, sizeof(png_path), "%s/robustness-f%d.png", setup->out, f);
-        FILE *script = fopen(script_path, "w");
+        snprintf(name, sizeof(name), "heatmap-f%d.gp", f);
+        FILE *script = create_output(setup, name, script_path, report);
         if (script == NULL) continue;
         fprintf(script,
                 "set terminal pngcairo size %d,%d noenhanced\n"
@@ -432,6 +433,14 @@ int bench_robustness(int argc, char **argv) {
         for (size_t i = 0; i < count; i++) {
             Cell *cell = &cells[i];
             if ((pass == 0) != (cell == clean_cell) || cell->rule_f < 0) continue;
+            /* The mean with nobody attacking ignores f: one run serves every f. */
+            if (pass == 1 && cell->rule == clean_cell->rule && strcmp(cell->attack, "none") == 0) {
+                Cell copy = *clean_cell;
+                copy.f = cell->f;
+                copy.rule_f = cell->rule_f;
+                *cell = copy;
+                continue;
+            }
             run_cell(&setup, cell, report);
             failures += cell->accuracy < 0;
         }
@@ -468,7 +477,8 @@ int bench_robustness(int argc, char **argv) {
             bench_report_note(report, "%s cannot run with n = %d and f = %d: run assuming f = %d", cells[i].rule->label,
                               setup.peers, cells[i].f, cells[i].rule_f);
         else if (cells[i].rule_f < 0 && strcmp(cells[i].attack, attacks[0]) == 0)
-            bench_report_note(report, "%s cannot run with n = %d for any f >= 1: n/a", cells[i].rule->label, setup.peers);
+            bench_report_note(report, "%s cannot run with n = %d and f = %d, nor any f >= 1: n/a", cells[i].rule->label,
+                              setup.peers, cells[i].f);
     bench_report_set(report, "clean_accuracy", json_real(clean));
     bench_report_set(report, "out", json_string(setup.out));
     bench_report_set(report, "total_seconds", json_real(total_seconds));
