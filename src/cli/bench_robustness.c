@@ -46,10 +46,10 @@ typedef struct Setup {
     char self[1024];
 } Setup;
 
-/* One rule of the matrix: "median" or "nnm+median". */
+/* One rule of the matrix: "median", "nnm+median", "cclip:tau=1". */
 typedef struct RuleItem {
-    char label[64];
-    char aggregator[64]; /* the rule's name for --aggregator */
+    char label[96];
+    char aggregator[96]; /* the spec for --aggregator (f comes from --f) */
     int nnm;
 } RuleItem;
 
@@ -65,12 +65,18 @@ typedef struct Cell {
     int agree;
 } Cell;
 
-/* Splits a comma-separated list into items (pointers into `buffer`). */
+/* Splits a comma-separated list into items (pointers into `buffer`). A
+ * piece with '=' but no ':' continues the item before it, so a spec's own
+ * parameters can be listed: "mean,cclip:tau=1,iterations=5,median". */
 static size_t split_list(char *buffer, char **items, size_t capacity) {
     size_t count = 0;
     char *save = NULL;
-    for (char *item = strtok_r(buffer, ",", &save); item && count < capacity; item = strtok_r(NULL, ",", &save))
-        items[count++] = item;
+    for (char *item = strtok_r(buffer, ",", &save); item && count < capacity; item = strtok_r(NULL, ",", &save)) {
+        if (count > 0 && strchr(item, '=') && !strchr(item, ':'))
+            item[-1] = ','; /* the comma strtok_r cut: glue it back on */
+        else
+            items[count++] = item;
+    }
     return count;
 }
 
@@ -81,8 +87,9 @@ static int parse_rule(const char *text, RuleItem *rule, SpirtError *error) {
         rule->nnm = 1;
         name = text + 4;
     }
-    AggRule parsed;
-    if (agg_rule_parse(name, &parsed, error) != SPIRT_OK) return error->code;
+    AggConfig parsed;
+    if (strlen(text) >= sizeof(rule->label)) return spirt_error_set(error, SPIRT_ERR_INVALID, "rule '%s' is too long", text);
+    if (run_parse_aggregator(name, &parsed, error) != SPIRT_OK) return error->code;
     snprintf(rule->label, sizeof(rule->label), "%s", text);
     snprintf(rule->aggregator, sizeof(rule->aggregator), "%s", name);
     return SPIRT_OK;
@@ -90,10 +97,10 @@ static int parse_rule(const char *text, RuleItem *rule, SpirtError *error) {
 
 /* The largest f <= wanted for which `rule` runs with n inputs, or -1. */
 static int largest_allowed_f(const RuleItem *rule, int n, int wanted) {
-    AggRule kind;
-    agg_rule_parse(rule->aggregator, &kind, NULL);
+    AggConfig spec;
+    if (run_parse_aggregator(rule->aggregator, &spec, NULL) != SPIRT_OK) return -1;
     for (int f = wanted; f >= 0; f--) {
-        AggConfig config = agg_config_default(kind);
+        AggConfig config = spec;
         config.f = (size_t)f;
         config.pre_nnm = rule->nnm;
         if (agg_check(&config, (size_t)n, 1, NULL) == SPIRT_OK) return f == 0 && wanted > 0 ? -1 : f;
@@ -196,9 +203,10 @@ static void write_csv(const Setup *setup, const Cell *cells, size_t count, doubl
     for (size_t i = 0; i < count; i++) {
         const Cell *cell = &cells[i];
         const Cell *own_clean = find_cell(cells, count, cell->rule, "none", cell->f);
-        fprintf(file, "%s,%s,", cell->rule->aggregator, cell->rule->nnm ? "nnm" : "none");
+        /* Specs may hold commas ("cclip:tau=1,iterations=2"): quoted. */
+        fprintf(file, "\"%s\",%s,", cell->rule->aggregator, cell->rule->nnm ? "nnm" : "none");
         if (cell->rule_f >= 0) fprintf(file, "%d", cell->rule_f);
-        fprintf(file, ",%s,%d,", cell->attack, cell->f);
+        fprintf(file, ",\"%s\",%d,", cell->attack, cell->f);
         if (cell->accuracy >= 0) fprintf(file, "%.4f", cell->accuracy);
         fprintf(file, ",%.4f,", clean);
         if (cell->accuracy >= 0 && clean >= 0) fprintf(file, "%.2f", 100.0 * (clean - cell->accuracy));
@@ -241,15 +249,15 @@ static void write_tables(const Setup *setup, const Cell *cells, size_t count, co
         }
         for (size_t r = 0; r < rule_count; r++) {
             const Cell *first = find_cell(cells, count, &rules[r], attacks[0], f);
-            char label[96];
+            char label[128];
             if (first && first->rule_f >= 0 && first->rule_f != f)
-                snprintf(label, sizeof(label), "%.63s (assumes f=%d)", rules[r].label, first->rule_f);
+                snprintf(label, sizeof(label), "%.95s (assumes f=%d)", rules[r].label, first->rule_f);
             else
-                snprintf(label, sizeof(label), "%.63s", rules[r].label);
+                snprintf(label, sizeof(label), "%.95s", rules[r].label);
             fprintf(md, "| %s |", label);
             if (data) {
                 /* gnuplot reads whitespace-separated headers: no spaces. */
-                char header[96];
+                char header[128];
                 snprintf(header, sizeof(header), "%s", label);
                 for (char *c = header; *c; c++)
                     if (*c == ' ') *c = '_';
@@ -317,10 +325,11 @@ int bench_robustness(int argc, char **argv) {
     const CliOption options[] = {
         {"peers", CLI_INT, &setup.peers, "N", "peers (default 10)"},
         {"f", CLI_STRING, &f_list, "LIST", "numbers of Byzantine peers, each also the f the rules assume (default 2)"},
-        {"rules", CLI_STRING, &rule_list, "LIST", "rules; nnm+RULE mixes first (default: every rule, nnm+median, "
-                                                  "nnm+trimmed-mean)"},
-        {"attacks", CLI_STRING, &attack_list, "LIST", "attacks, none for the clean runs (default: none, sign-flip, "
-                                                      "gaussian, label-flip, alie, ipm, mimic)"},
+        {"rules", CLI_STRING, &rule_list, "LIST", "rules, with parameters if wanted (cclip:tau=1); nnm+RULE mixes "
+                                                  "first (default: every rule, nnm+median, nnm+trimmed-mean)"},
+        {"attacks", CLI_STRING, &attack_list, "LIST", "attacks, with parameters if wanted (alie:z=1), none for the "
+                                                      "clean runs (default: none, sign-flip, gaussian, label-flip, "
+                                                      "alie, ipm, mimic)"},
         {"partition", CLI_STRING, &setup.partition, "P", "iid or dirichlet:ALPHA (default iid)"},
         {"model", CLI_STRING, &setup.model, "NAME", "logreg, mlp or cnn (default mlp)"},
         {"rounds", CLI_U64, &setup.rounds, "R", "rounds per run (default 100: 2.1 epochs of the 60000 examples)"},
