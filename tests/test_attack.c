@@ -32,6 +32,22 @@ static void test_parse(void) {
     CHECK(attack_is_omniscient(&(AttackConfig){.kind = ATTACK_ALIE}));
     CHECK(!attack_is_omniscient(&(AttackConfig){.kind = ATTACK_SIGN_FLIP}));
     CHECK(attack_poisons_labels(&(AttackConfig){.kind = ATTACK_LABEL_FLIP}));
+
+    /* The protocol misbehaviours: no parameters. */
+    const char *protocol[] = {"silent", "wrong-shape", "nan", "garbage"};
+    const AttackKind kinds[] = {ATTACK_SILENT, ATTACK_WRONG_SHAPE, ATTACK_NAN, ATTACK_GARBAGE};
+    for (int i = 0; i < 4; i++) {
+        CHECK_OK(attack_parse(protocol[i], &config, &error), &error);
+        CHECK(config.kind == kinds[i] && strcmp(attack_kind_name(config.kind), protocol[i]) == 0);
+        attack_format(&config, text, sizeof(text));
+        CHECK(strcmp(text, protocol[i]) == 0);
+        CHECK(attack_publishes(&config) == (kinds[i] != ATTACK_SILENT));
+        CHECK(attack_publishes_garbage(&config) == (kinds[i] == ATTACK_GARBAGE));
+        CHECK(!attack_is_omniscient(&config) && !attack_poisons_labels(&config));
+    }
+    CHECK_ERROR(attack_parse("nan:fraction=0.5", &config, &error), SPIRT_ERR_INVALID, &error, "accepts: none");
+    CHECK_ERROR(attack_parse("silence", &config, &error), SPIRT_ERR_INVALID, &error, "silent, wrong-shape, nan, garbage");
+    CHECK(attack_publishes(&(AttackConfig){.kind = ATTACK_SIGN_FLIP}));
 }
 
 static void test_quantile(void) {
@@ -99,6 +115,43 @@ static void test_craft(void) {
     }
     CHECK_NEAR(sum / BIG, 0.0, 1.5);
     CHECK_NEAR(sqrt(sum_squares / BIG), 100.0, 1.0);
+
+    /* wrong-shape: the first half of the own vector, never the model's size. */
+    attack_parse("wrong-shape", &config, &error);
+    CHECK(attack_vector_count(&config, D) == 2 && attack_vector_count(&config, 1) == 2 &&
+          attack_vector_count(&config, 7850) == 3925);
+    CHECK(attack_vector_count(&(AttackConfig){.kind = ATTACK_NAN}, D) == D);
+    float half[2] = {0};
+    CHECK_OK(attack_craft(&config, own, NULL, 0, D, 10, 2, 1, half, &error), &error);
+    CHECK(half[0] == own[0] && half[1] == own[1]);
+    float one = 4.0f, two[2] = {1, 1};
+    CHECK_OK(attack_craft(&config, &one, NULL, 0, 1, 10, 2, 1, two, &error), &error);
+    CHECK(two[0] == 4.0f && two[1] == 0.0f);
+
+    /* nan: the own vector with NaN at coordinates 0, 100, 200. */
+    enum { WIDE = 250 };
+    float wide[WIDE], poisoned[WIDE];
+    for (int j = 0; j < WIDE; j++) wide[j] = (float)j * 0.5f - 3.0f;
+    attack_parse("nan", &config, &error);
+    CHECK_OK(attack_craft(&config, wide, NULL, 0, WIDE, 10, 2, 1, poisoned, &error), &error);
+    int nan_ok = 1;
+    for (int j = 0; j < WIDE; j++) nan_ok &= j % 100 == 0 ? isnan(poisoned[j]) : poisoned[j] == wide[j];
+    CHECK(nan_ok);
+    CHECK_ERROR(attack_craft(&config, NULL, NULL, 0, WIDE, 10, 2, 1, poisoned, &error), SPIRT_ERR_INVALID, &error,
+                "own vector");
+
+    /* garbage: reproducible per seed, different across seeds, and spread
+     * over every byte value (64 KiB from a good generator hits all 256). */
+    enum { BYTES = 65536 + 3 };
+    static unsigned char bytes_a[BYTES], bytes_b[BYTES], bytes_c[BYTES];
+    attack_fill_garbage(7, bytes_a, BYTES);
+    attack_fill_garbage(7, bytes_b, BYTES);
+    attack_fill_garbage(8, bytes_c, BYTES);
+    CHECK(memcmp(bytes_a, bytes_b, BYTES) == 0 && memcmp(bytes_a, bytes_c, BYTES) != 0);
+    int seen[256] = {0}, distinct = 0;
+    for (int i = 0; i < BYTES; i++) seen[bytes_a[i]] = 1;
+    for (int v = 0; v < 256; v++) distinct += seen[v];
+    CHECKF(distinct == 256, "%d distinct byte values", distinct);
 
     uint8_t labels[4] = {0, 3, 9, 5};
     attack_flip_labels(labels, 4, 10);

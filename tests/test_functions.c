@@ -78,11 +78,12 @@ static int setup(void) {
         /* Small shards (3000 examples each) keep the test quick; sgd makes
          * the update easy to check by hand. */
         json_t *config = json_pack(
-            "{s:s, s:O, s:{s:s, s:i, s:i, s:i, s:i, s:{s:s, s:f}, s:s, s:f, s:i, s:i, s:i, s:i}, "
+            "{s:s, s:O, s:{s:s, s:i, s:i, s:i, s:i, s:{s:s, s:f}, s:s, s:f, s:i, s:f, s:i, s:i, s:i, s:i}, "
             "s:{s:s, s:s, s:i, s:i, s:i, s:i}}",
             "peer_id", peer->id, "peers", list, "run", "model", "logreg", "batch_size", BATCH, "batches_per_round",
             PER_ROUND, "rounds", 1000, "seed", 7, "optimizer", "kind", "sgd", "lr", 0.1, "aggregator", "median",
-            "exchange_wait_seconds", 2.0, "heartbeat_ttl_ms", 400, "dead_after_ms", 300, "keep_rounds", 2, "checkpoint_every", 1, "data",
+            "exchange_wait_seconds", 2.0, "silent_after_rounds", 2, "silent_wait_seconds", 0.2, "heartbeat_ttl_ms",
+            400, "dead_after_ms", 300, "keep_rounds", 2, "checkpoint_every", 1, "data",
             "source", "fashion-mnist", "partition", "iid", "shard", i, "shards", 20, "validation", 100, "seed", 7);
         int status = peer->conn ? peer_prepare_database(peer->conn, config, NULL, &error) : error.code;
         json_decref(config);
@@ -469,6 +470,157 @@ static void test_exchange_waiting(void) {
     fn_write_heartbeat(peers[2].conn, 0, 60000, NULL);
 }
 
+static char peer1_reason[256];
+
+/* Runs peer-0's exchange of `round` with a wait of wait_seconds; returns
+ * its result (owned) and sets *reason to why peer-1 was missing ("" if it
+ * was not). */
+static json_t *exchange_round(uint64_t round, double wait_seconds, const char **reason) {
+    json_t *event = event_for(0, round);
+    json_object_set_new(event, "wait_seconds", json_real(wait_seconds));
+    json_t *result = invoke(0, "exchange", event, 1);
+    snprintf(peer1_reason, sizeof(peer1_reason), "%s", reason_of(json_object_get(result, "missing"), "peer-1"));
+    *reason = peer1_reason;
+    return result;
+}
+
+static void test_exchange_silent_peer(void) {
+    test_begin("exchange: a live peer silent for silent_after_rounds (2) exchanges is waited for only briefly");
+    size_t count = nn_model_kind_param_count(NN_LOGREG);
+    float *values = calloc(count + 1, sizeof(float)); /* + 1: a wrong-size publication below */
+    const double wait = 1.0; /* the full wait; silent_wait_seconds is 0.2 */
+    const char *reason = NULL;
+    /* peer-1 stays alive (its heartbeat lives 60 s) and publishes nothing;
+     * peer-2 publishes every round. */
+    for (uint64_t round = 500; round < 503; round++) {
+        publish_tensor_as(2, &peers[2].identity, round, values, count);
+        json_t *result = exchange_round(round, wait, &reason);
+        double waited = json_number_value(json_object_get(result, "waited_ms"));
+        CHECK(contains(json_object_get(result, "received"), "peer-2"));
+        if (round < 502) {
+            CHECKF(strstr(reason, "deadline") && waited >= 0.95 * wait * 1000, "round %llu: '%s' after %.0f ms",
+                   (unsigned long long)round, reason, waited);
+        } else {
+            /* Two missed in a row: silent now, and the wait is short. */
+            CHECKF(strncmp(reason, "silent", 6) == 0 && waited < 0.8 * wait * 1000, "round %llu: '%s' after %.0f ms",
+                   (unsigned long long)round, reason, waited);
+        }
+        json_decref(result);
+    }
+    /* The same round again (a retry) counts the same: still silent, not
+     * one more miss. */
+    json_decref(exchange_round(502, wait, &reason));
+    CHECKF(strncmp(reason, "silent", 6) == 0, "retry of round 502: '%s'", reason);
+    char *record = NULL;
+    size_t length = 0;
+    CHECK(store_hget(peers[0].conn, KEY_SILENCE, "peer-1", &record, &length, NULL) == SPIRT_OK && record &&
+          strcmp(record, "502 3 2") == 0);
+    free(record);
+
+    /* A silent peer that publishes again within the short wait is received,
+     * and its count is back to 0: the next miss costs the full wait. */
+    publish_tensor_as(1, &peers[1].identity, 503, values, count);
+    publish_tensor_as(2, &peers[2].identity, 503, values, count);
+    json_t *result = exchange_round(503, wait, &reason);
+    CHECK(contains(json_object_get(result, "received"), "peer-1"));
+    json_decref(result);
+    publish_tensor_as(2, &peers[2].identity, 504, values, count);
+    json_decref(exchange_round(504, wait, &reason));
+    CHECKF(strstr(reason, "deadline"), "round 504: '%s'", reason);
+
+    /* A bad publication also resets it (refusing it costs no wait). */
+    publish_tensor_as(2, &peers[2].identity, 505, values, count);
+    json_decref(exchange_round(505, wait, &reason));
+    publish_tensor_as(2, &peers[2].identity, 506, values, count);
+    json_decref(exchange_round(506, wait, &reason));
+    CHECKF(strncmp(reason, "silent", 6) == 0, "round 506: '%s'", reason);
+    publish_tensor_as(1, &peers[1].identity, 507, values, count + 1);
+    publish_tensor_as(2, &peers[2].identity, 507, values, count);
+    result = exchange_round(507, wait, &reason);
+    CHECK(contains(json_object_get(result, "rejected"), "peer-1"));
+    json_decref(result);
+    publish_tensor_as(2, &peers[2].identity, 508, values, count);
+    json_decref(exchange_round(508, wait, &reason));
+    CHECKF(strstr(reason, "deadline"), "round 508: '%s'", reason);
+    free(values);
+}
+
+/* Sets peer `peer`'s attack in its spirt:config (functions re-read it). */
+static void set_attack(int peer, const char *attack) {
+    char *text = NULL;
+    size_t length = 0;
+    store_get(peers[peer].conn, KEY_CONFIG, &text, &length, NULL);
+    json_t *config = text ? json_loadb(text, length, 0, NULL) : NULL;
+    free(text);
+    json_object_set_new(config, "attack", json_string(attack));
+    json_object_set_new(config, "byzantine", strcmp(attack, "none") == 0 ? json_array() : json_pack("[s]", peers[peer].id));
+    char *updated = json_dumps(config, JSON_COMPACT);
+    CHECK(updated && store_set(peers[peer].conn, KEY_CONFIG, updated, strlen(updated), NULL) == SPIRT_OK);
+    free(updated);
+    json_decref(config);
+}
+
+/* Runs exchange and a mean aggregate on `peer` for `round`; returns the
+ * aggregate (owned). */
+static Tensor *exchange_and_mean(int peer, uint64_t round) {
+    json_t *exchange = invoke(peer, "exchange", event_for(peer, round), 1);
+    json_t *event = event_for(peer, round);
+    json_object_set(event, "received", json_object_get(exchange, "received"));
+    json_object_set_new(event, "aggregator", json_string("mean"));
+    json_decref(invoke(peer, "aggregate", event, 1));
+    json_decref(exchange);
+    char key[KEY_MAX];
+    return get_tensor(peer, key_round_aggregate(key, round));
+}
+
+static void test_byzantine_aggregate(void) {
+    test_begin("a Byzantine peer aggregates what the honest peers aggregate: what it sent, or nothing");
+    char key[KEY_MAX];
+    /* sign-flip: peer-2 publishes -10 x its average and aggregates that. */
+    set_attack(2, "sign-flip");
+    prepare_round(600);
+    Tensor *average = get_tensor(2, key_round_average(key, 600));
+    Tensor *sent = get_tensor(2, key_round_sent(key, 600));
+    int flipped = average && sent && sent->count == average->count;
+    for (size_t i = 0; flipped && i < sent->count; i++) flipped = sent->data[i] == (float)(-10.0 * average->data[i]);
+    CHECK(flipped);
+    Tensor *byzantine = exchange_and_mean(2, 600), *honest = exchange_and_mean(0, 600);
+    /* Both aggregate {avg0, avg1, -10 avg2}, in the same order: the same bits. */
+    CHECK(byzantine && honest && memcmp(byzantine->data, honest->data, honest->count * sizeof(float)) == 0);
+    Tensor *a0 = get_tensor(0, key_round_average(key, 600)), *a1 = get_tensor(1, key_round_average(key, 600));
+    double worst = 0;
+    for (size_t i = 0; honest && a0 && a1 && sent && i < honest->count; i++) {
+        double expected = ((double)a0->data[i] + (double)a1->data[i] + (double)sent->data[i]) / 3.0;
+        if (fabs(expected - honest->data[i]) > worst) worst = fabs(expected - honest->data[i]);
+    }
+    CHECKF(honest && worst < 1e-6, "largest difference from the mean by hand: %g", worst);
+    tensor_free(byzantine);
+    tensor_free(honest);
+    tensor_free(sent);
+
+    /* silent: nothing sent, so its own average is not an input either. */
+    set_attack(2, "silent");
+    prepare_round(601);
+    int exists = 1;
+    store_exists(peers[2].conn, key_round_sent(key, 601), &exists, NULL);
+    CHECK(!exists);
+    byzantine = exchange_and_mean(2, 601);
+    Tensor *b0 = get_tensor(0, key_round_average(key, 601)), *b1 = get_tensor(1, key_round_average(key, 601));
+    worst = 0;
+    for (size_t i = 0; byzantine && b0 && b1 && i < byzantine->count; i++) {
+        double expected = ((double)b0->data[i] + (double)b1->data[i]) / 2.0;
+        if (fabs(expected - byzantine->data[i]) > worst) worst = fabs(expected - byzantine->data[i]);
+    }
+    CHECKF(byzantine && worst < 1e-6, "largest difference from the mean of the two others: %g", worst);
+    set_attack(2, "none");
+    tensor_free(byzantine);
+    tensor_free(average);
+    tensor_free(a0);
+    tensor_free(a1);
+    tensor_free(b0);
+    tensor_free(b1);
+}
+
 static void test_heartbeat(void) {
     test_begin("heartbeat: alive -> suspect -> dead -> alive again");
     store_del(peers[2].conn, KEY_HEARTBEAT, NULL, NULL);
@@ -565,6 +717,8 @@ int main(void) {
     test_exchange_aggregate_update();
     test_exchange_refusals();
     test_exchange_waiting();
+    test_exchange_silent_peer();
+    test_byzantine_aggregate();
     test_heartbeat();
     test_admit();
     test_bad_events();

@@ -66,6 +66,10 @@ typedef struct RunConfig {
     size_t byzantine_count;   /* peers listed below (known to attackers only) */
     char byzantine[RUN_MAX_PEERS][SPIRT_PEER_ID_MAX + 1];
     double exchange_wait_seconds; /* how long exchange waits for live peers */
+    uint64_t silent_after_rounds; /* a live peer that missed this many exchanges in a row
+                                     (published nothing in time) is "silent": 0 = never */
+    double silent_wait_seconds;   /* how long exchange waits for a silent peer once every
+                                     other peer is settled (instead of the full wait) */
     int64_t heartbeat_ttl_ms;     /* a peer whose heartbeat is older is suspect */
     int64_t dead_after_ms;        /* suspect for this long: dead */
     uint64_t keep_rounds;         /* per-round keys older than this are deleted */

@@ -15,12 +15,14 @@
  *   spirt:r:{r}:avg           the peer's average of round r (tensor)
  *   spirt:r:{r}:in:{q}        peer q's verified average of round r (tensor)
  *   spirt:r:{r}:agg           the robust aggregate of round r (tensor)
+ *   spirt:r:{r}:sent          a Byzantine peer's published vector (tensor)
  *   spirt:r:{r}:updated       set once round r's optimizer step is applied
  *   spirt:pub:{r}             the signed average other peers read (envelope)
  *   spirt:round               the last completed round (integer)
  *   spirt:checkpoint          the last round whose model is persisted (integer)
  *   spirt:members             membership: peer id -> JSON (hash)
  *   spirt:heartbeat           the peer's liveness, with a time to live
+ *   spirt:silence             per other peer: exchanges it missed in a row (hash)
  *   spirt:inbox               join requests (list of signed envelopes)
  *   spirt:invocations         function invocations (stream, group "workers")
  *   spirt:result:{id}         an invocation's result (list, expires)
@@ -47,6 +49,7 @@
 #define KEY_ROUND_PREFIX "spirt:r:"
 #define KEY_MEMBERS "spirt:members"
 #define KEY_HEARTBEAT "spirt:heartbeat"
+#define KEY_SILENCE "spirt:silence"
 #define KEY_INBOX "spirt:inbox"
 #define KEY_INVOCATIONS "spirt:invocations"
 #define KEY_INVOCATION_GROUP "workers"
@@ -66,6 +69,10 @@ static inline char *key_round_average(char key[KEY_MAX], uint64_t round) {
 }
 static inline char *key_round_received(char key[KEY_MAX], uint64_t round, const char *peer_id) {
     snprintf(key, KEY_MAX, "spirt:r:%llu:in:%s", (unsigned long long)round, peer_id);
+    return key;
+}
+static inline char *key_round_sent(char key[KEY_MAX], uint64_t round) {
+    snprintf(key, KEY_MAX, "spirt:r:%llu:sent", (unsigned long long)round);
     return key;
 }
 static inline char *key_round_aggregate(char key[KEY_MAX], uint64_t round) {

@@ -8,8 +8,11 @@
 
 #include "spirt/rng.h"
 
-static const char *const kind_names[ATTACK_KIND_COUNT] = {"none", "sign-flip", "gaussian", "label-flip",
-                                                          "alie", "ipm",       "mimic"};
+static const char *const kind_names[ATTACK_KIND_COUNT] = {
+    "none", "sign-flip", "gaussian", "label-flip", "alie", "ipm", "mimic", "silent", "wrong-shape", "nan", "garbage"};
+
+/* Every 100th coordinate of a nan attack's vector is NaN. */
+enum { NAN_STRIDE = 100 };
 
 const char *attack_kind_name(AttackKind kind) {
     return (unsigned)kind < ATTACK_KIND_COUNT ? kind_names[kind] : "unknown";
@@ -47,7 +50,8 @@ int attack_parse(const char *spec, AttackConfig *config, SpirtError *error) {
         if (strcmp(buffer, kind_names[k]) == 0) kind = (AttackKind)k;
     if (kind == ATTACK_KIND_COUNT)
         return spirt_error_set(error, SPIRT_ERR_INVALID,
-                               "unknown attack '%s' (known: none, sign-flip, gaussian, label-flip, alie, ipm, mimic)",
+                               "unknown attack '%s' (known: none, sign-flip, gaussian, label-flip, alie, ipm, mimic, "
+                               "silent, wrong-shape, nan, garbage)",
                                buffer);
     AttackConfig parsed = attack_config_default(kind);
     char *save = NULL;
@@ -77,7 +81,7 @@ int attack_parse(const char *spec, AttackConfig *config, SpirtError *error) {
             parsed.target = (size_t)value;
         } else {
             static const char *const accepted[ATTACK_KIND_COUNT] = {
-                "none", "scale", "sigma", "none", "z", "epsilon", "target"};
+                "none", "scale", "sigma", "none", "z", "epsilon", "target", "none", "none", "none", "none"};
             return spirt_error_set(error, SPIRT_ERR_INVALID, "attack %s has no parameter '%s' (accepts: %s)",
                                    kind_names[kind], name, accepted[kind]);
         }
@@ -102,6 +106,30 @@ int attack_is_omniscient(const AttackConfig *config) {
 }
 
 int attack_poisons_labels(const AttackConfig *config) { return config->kind == ATTACK_LABEL_FLIP; }
+
+int attack_publishes(const AttackConfig *config) { return config->kind != ATTACK_SILENT; }
+
+int attack_publication_valid(const AttackConfig *config) {
+    return config->kind != ATTACK_SILENT && config->kind != ATTACK_WRONG_SHAPE && config->kind != ATTACK_NAN &&
+           config->kind != ATTACK_GARBAGE;
+}
+
+int attack_publishes_garbage(const AttackConfig *config) { return config->kind == ATTACK_GARBAGE; }
+
+size_t attack_vector_count(const AttackConfig *config, size_t d) {
+    if (config->kind != ATTACK_WRONG_SHAPE) return d;
+    return d > 1 ? d / 2 : 2;
+}
+
+void attack_fill_garbage(uint64_t seed, unsigned char *bytes, size_t size) {
+    SpirtRng rng;
+    rng_init_stream(&rng, seed, 0x67617262616765ull /* "garbage" */);
+    for (size_t i = 0; i < size; i += 8) {
+        uint64_t word = rng_next_u64(&rng);
+        size_t take = size - i < 8 ? size - i : 8;
+        memcpy(bytes + i, &word, take);
+    }
+}
 
 void attack_flip_labels(uint8_t *labels, size_t count, size_t classes) {
     for (size_t i = 0; i < count; i++)
@@ -147,8 +175,20 @@ int attack_craft(const AttackConfig *config, const float *own, const float *cons
     switch (config->kind) {
     case ATTACK_NONE:
     case ATTACK_LABEL_FLIP:
+    case ATTACK_SILENT:
+    case ATTACK_GARBAGE:
         if (own == NULL) return spirt_error_set(error, SPIRT_ERR_INVALID, "attack %s needs the own vector", attack_kind_name(config->kind));
         memcpy(out, own, d * sizeof(float));
+        return SPIRT_OK;
+    case ATTACK_WRONG_SHAPE: {
+        if (own == NULL) return spirt_error_set(error, SPIRT_ERR_INVALID, "wrong-shape needs the own vector");
+        size_t count = attack_vector_count(config, d);
+        for (size_t j = 0; j < count; j++) out[j] = j < d ? own[j] : 0.0f;
+        return SPIRT_OK;
+    }
+    case ATTACK_NAN:
+        if (own == NULL) return spirt_error_set(error, SPIRT_ERR_INVALID, "nan needs the own vector");
+        for (size_t j = 0; j < d; j++) out[j] = j % NAN_STRIDE == 0 ? NAN : own[j];
         return SPIRT_OK;
     case ATTACK_SIGN_FLIP:
         if (own == NULL) return spirt_error_set(error, SPIRT_ERR_INVALID, "sign-flip needs the own vector");

@@ -142,25 +142,10 @@ const char *bench_source_path(char *buffer, size_t size, const char *relative) {
     return buffer;
 }
 
-json_t *bench_run_python(const char *script, const char *const *args, SpirtError *error) {
-    char script_path[1024], relative[512];
-    snprintf(relative, sizeof(relative), "bench/%s", script);
-    bench_source_path(script_path, sizeof(script_path), relative);
-    if (access("/usr/bin/python3", X_OK) != 0) {
-        spirt_error_set(error, SPIRT_ERR_NOT_FOUND, "/usr/bin/python3 not found (run scripts/deps.sh --bench)");
-        return NULL;
-    }
-    if (access(script_path, R_OK) != 0) {
-        spirt_error_set(error, SPIRT_ERR_NOT_FOUND, "baseline script %s: %s", script_path, strerror(errno));
-        return NULL;
-    }
-    const char *argv[64];
-    int argc = 0;
-    argv[argc++] = "/usr/bin/python3";
-    argv[argc++] = script_path;
-    for (int i = 0; args && args[i] && argc < 63; i++) argv[argc++] = args[i];
-    argv[argc] = NULL;
-
+/* Runs argv (argv[0] a path) to its end with its stdout collected: a new
+ * NUL-terminated string the caller frees. *exit_status receives its exit
+ * status (-1 if it did not exit normally). */
+static char *run_capturing(const char *const *argv, int *exit_status, SpirtError *error) {
     int pipe_fds[2];
     if (pipe(pipe_fds) != 0) {
         spirt_error_set(error, SPIRT_ERR_IO, "pipe: %s", strerror(errno));
@@ -205,15 +190,21 @@ json_t *bench_run_python(const char *script, const char *const *args, SpirtError
     int status = 0;
     waitpid(pid, &status, 0);
     if (output == NULL) {
-        spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory reading %s's output", script);
+        spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory reading %s's output", argv[0]);
         return NULL;
     }
     output[length] = '\0';
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        spirt_error_set(error, SPIRT_ERR_IO,
-                        "baseline %s failed (exit status %d); is python3-torch/numpy installed? "
-                        "(scripts/deps.sh --bench)",
-                        script, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    *exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return output;
+}
+
+json_t *bench_run_json(const char *const *argv, SpirtError *error) {
+    int exit_status = 0;
+    char *output = run_capturing(argv, &exit_status, error);
+    if (output == NULL) return NULL;
+    if (exit_status != 0) {
+        spirt_error_set(error, SPIRT_ERR_IO, "%s%s%s failed (exit status %d)", argv[0], argv[1] ? " " : "",
+                        argv[1] ? argv[1] : "", exit_status);
         free(output);
         return NULL;
     }
@@ -222,9 +213,32 @@ json_t *bench_run_python(const char *script, const char *const *args, SpirtError
     free(output);
     if (result == NULL || !json_is_object(result)) {
         json_decref(result);
-        spirt_error_set(error, SPIRT_ERR_FORMAT, "baseline %s did not print one JSON object: %s", script,
-                        parse_error.text);
+        spirt_error_set(error, SPIRT_ERR_FORMAT, "%s did not print one JSON object: %s", argv[0], parse_error.text);
         return NULL;
     }
+    return result;
+}
+
+json_t *bench_run_python(const char *script, const char *const *args, SpirtError *error) {
+    char script_path[1024], relative[512];
+    snprintf(relative, sizeof(relative), "bench/%s", script);
+    bench_source_path(script_path, sizeof(script_path), relative);
+    if (access("/usr/bin/python3", X_OK) != 0) {
+        spirt_error_set(error, SPIRT_ERR_NOT_FOUND, "/usr/bin/python3 not found (run scripts/deps.sh --bench)");
+        return NULL;
+    }
+    if (access(script_path, R_OK) != 0) {
+        spirt_error_set(error, SPIRT_ERR_NOT_FOUND, "baseline script %s: %s", script_path, strerror(errno));
+        return NULL;
+    }
+    const char *argv[64];
+    int argc = 0;
+    argv[argc++] = "/usr/bin/python3";
+    argv[argc++] = script_path;
+    for (int i = 0; args && args[i] && argc < 63; i++) argv[argc++] = args[i];
+    argv[argc] = NULL;
+    json_t *result = bench_run_json(argv, error);
+    if (result == NULL && error && error->code == SPIRT_ERR_IO)
+        spirt_error_prefix(error, "baseline %s (is python3-torch/numpy installed? scripts/deps.sh --bench)", script);
     return result;
 }

@@ -51,6 +51,12 @@ double bench_median(double *values, size_t count);
  * result (json_decref). */
 json_t *bench_run_python(const char *script, const char *const *args, SpirtError *error);
 
+/* Runs argv (argv[0] a path, NULL-terminated) to its end and parses its
+ * stdout as one JSON object (its stderr passes through). NULL with an error
+ * if it fails to run, exits non-zero, or prints something else. Caller owns
+ * the result (json_decref). */
+json_t *bench_run_json(const char *const *argv, SpirtError *error);
+
 /* Fills `buffer` with a path in the source tree (SPIRT_SOURCE_DIR). */
 const char *bench_source_path(char *buffer, size_t size, const char *relative);
 
@@ -60,5 +66,6 @@ int bench_indb(int argc, char **argv); /* bench_indb.c */
 int bench_e2e(int argc, char **argv);  /* bench_e2e.c */
 int bench_grad(int argc, char **argv); /* bench_grad.c */
 int bench_store(int argc, char **argv); /* bench_store.c */
+int bench_robustness(int argc, char **argv); /* bench_robustness.c */
 
 #endif /* SPIRT_CLI_BENCH_H */

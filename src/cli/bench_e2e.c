@@ -23,32 +23,6 @@
 #include "cli/options.h"
 #include "spirt/clock.h"
 
-static json_t *run_json_command(const char *const *argv, SpirtError *error) {
-    char out_path[] = "/tmp/spirt-bench-e2e-XXXXXX";
-    int fd = mkstemp(out_path);
-    if (fd < 0) {
-        spirt_error_set(error, SPIRT_ERR_IO, "cannot create a temporary file");
-        return NULL;
-    }
-    close(fd);
-    char command[4096];
-    size_t used = 0;
-    for (size_t i = 0; argv[i] && used < sizeof(command) - 4; i++)
-        used += (size_t)snprintf(command + used, sizeof(command) - used, "'%s' ", argv[i]);
-    snprintf(command + used, sizeof(command) - used, "> '%s'", out_path);
-    int status = system(command);
-    json_t *result = NULL;
-    if (status != 0) {
-        spirt_error_set(error, SPIRT_ERR_IO, "%s %s failed (status %d)", argv[0], argv[1], status);
-    } else {
-        json_error_t parse_error;
-        result = json_load_file(out_path, 0, &parse_error);
-        if (result == NULL) spirt_error_set(error, SPIRT_ERR_FORMAT, "%s %s: no JSON on stdout", argv[0], argv[1]);
-    }
-    unlink(out_path);
-    return result;
-}
-
 /* The first time in `curve` ([[round, seconds, accuracy], ...]) at which the
  * accuracy reaches `target`; -1 if never. */
 static double time_to_target(const json_t *curve, double target) {
@@ -124,7 +98,7 @@ int bench_e2e(int argc, char **argv) {
                                every_text, "--workers", workers_text, "--out", out, "--json", "--quiet", NULL};
         if (!json) fprintf(stderr, "bench e2e: spirt train, %d peers...\n", peers);
         SpirtError error;
-        json_t *spirt = run_json_command(train, &error);
+        json_t *spirt = bench_run_json(train, &error);
         char remove_command[300];
         snprintf(remove_command, sizeof(remove_command), "rm -rf '%s'", out);
         if (system(remove_command) != 0) bench_report_note(report, "could not remove %s", out);

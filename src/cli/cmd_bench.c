@@ -19,6 +19,7 @@ static const Benchmark benchmarks[] = {
     {"indb", bench_indb, "average B gradients + SGD step: in the database vs a client vs Lua/JSON"},
     {"grad", bench_grad, "gradient steps per second of mlp and cnn, spirt vs PyTorch"},
     {"store", bench_store, "SET/GET and SPIRT.TSET/TGET of 1 MB and 16 MB values: store client vs hiredis"},
+    {"robustness", bench_robustness, "final accuracy of each rule under each attack (spirt train per cell)"},
     {NULL, NULL, NULL},
 };
 

@@ -50,9 +50,9 @@ static void on_interrupt(int signal_number) {
 typedef struct TrainOptions {
     int snapshot_every;
     int peers, workers, batches_per_round, batch_size, byzantine, validation, evaluate_every, json, quiet, inline_functions;
-    int visibility_ms, hang_ms, f;
+    int visibility_ms, hang_ms, f, silent_after;
     uint64_t seed, rounds;
-    double epochs, lr, momentum, weight_decay, exchange_wait, crash_rate, hang_rate, round_timeout;
+    double epochs, lr, momentum, weight_decay, exchange_wait, silent_wait, crash_rate, hang_rate, round_timeout;
     const char *model, *dataset, *optimizer, *aggregator, *pre, *attack, *partition, *out, *workflow, *schedule;
     const char *transport;
 } TrainOptions;
@@ -74,6 +74,9 @@ typedef struct PeerState {
     double test_accuracy, test_loss;
     char digest[SPIRT_DIGEST_HEX_SIZE];
     Tensor *params;
+    json_t *left_out;       /* {peer: {"missing": rounds, "rejected": rounds, "reason": last}} */
+    long long fallback_rounds;  /* rounds whose rule fell back to the median */
+    char fallback[256];     /* the last fallback's reason */
 } PeerState;
 
 typedef struct Run {
@@ -140,6 +143,17 @@ static void derive_seed(uint64_t seed, int peer, unsigned char out[SPIRT_KEY_SEE
     }
 }
 
+/* The rule every peer runs: --aggregator, with f from --f, else from the
+ * spec's f=, else the number of Byzantine peers; --pre nnm mixes first. */
+static AggConfig effective_aggregator(const TrainOptions *o) {
+    AggConfig aggregator;
+    run_parse_aggregator(o->aggregator, &aggregator, NULL);
+    if (o->f >= 0) aggregator.f = (size_t)o->f;
+    else if (strstr(o->aggregator, "f=") == NULL) aggregator.f = (size_t)o->byzantine;
+    if (o->pre && strcmp(o->pre, "nnm") == 0) aggregator.pre_nnm = 1;
+    return aggregator;
+}
+
 static json_t *run_json(const Run *run, const PeerState *peer, const AttackConfig *attack) {
     const TrainOptions *o = &run->options;
     RunConfig config;
@@ -159,10 +173,7 @@ static json_t *run_json(const Run *run, const PeerState *peer, const AttackConfi
     full.momentum = (float)o->momentum;
     full.weight_decay = (float)o->weight_decay;
     config.optimizer = full;
-    run_parse_aggregator(o->aggregator, &config.aggregator, NULL);
-    if (o->f >= 0) config.aggregator.f = (size_t)o->f;
-    else if (strstr(o->aggregator, "f=") == NULL) config.aggregator.f = (size_t)o->byzantine;
-    if (o->pre && strcmp(o->pre, "nnm") == 0) config.aggregator.pre_nnm = 1;
+    config.aggregator = effective_aggregator(o);
     config.attack = peer->byzantine ? *attack : attack_config_default(ATTACK_NONE);
     if (peer->byzantine) {
         for (int i = 0; i < o->peers; i++)
@@ -170,6 +181,8 @@ static json_t *run_json(const Run *run, const PeerState *peer, const AttackConfi
                 snprintf(config.byzantine[config.byzantine_count++], sizeof(config.byzantine[0]), "%s", run->peers[i].id);
     }
     config.exchange_wait_seconds = o->exchange_wait;
+    config.silent_after_rounds = (uint64_t)o->silent_after;
+    config.silent_wait_seconds = o->silent_wait;
     config.cosine_schedule = strcmp(o->schedule, "cosine") == 0;
     json_t *json = run_config_to_json(&config);
     /* The peer fills these from its shard. */
@@ -336,6 +349,34 @@ static void write_metrics_row(FILE *file, const char *peer, const json_t *metric
     fprintf(file, ",%s\n", digest ? digest : "");
 }
 
+/* Counts, per other peer, the rounds in which `peer` left it out (missing
+ * or rejected), keeping the last reason: summary.json shows who was kept
+ * out of the rounds and why. */
+static void note_left_out(PeerState *peer, const json_t *metrics) {
+    static const char *const kinds[] = {"missing", "rejected"};
+    if (peer->left_out == NULL) peer->left_out = json_object();
+    for (int k = 0; k < 2; k++) {
+        size_t index;
+        const json_t *item;
+        json_array_foreach(json_object_get(metrics, kinds[k]), index, item) {
+            const char *id = json_string_value(json_object_get(item, "peer"));
+            if (id == NULL) continue;
+            json_t *entry = json_object_get(peer->left_out, id);
+            if (entry == NULL) {
+                entry = json_pack("{s:i, s:i, s:s}", "missing", 0, "rejected", 0, "reason", "");
+                json_object_set_new(peer->left_out, id, entry);
+            }
+            json_object_set_new(entry, kinds[k], json_integer(json_integer_value(json_object_get(entry, kinds[k])) + 1));
+            json_object_set(entry, "reason", json_object_get(item, "reason"));
+        }
+    }
+    const char *fallback = json_string_value(json_object_get(metrics, "fallback"));
+    if (fallback) {
+        peer->fallback_rounds++;
+        snprintf(peer->fallback, sizeof(peer->fallback), "%s", fallback);
+    }
+}
+
 /* Reads the new metrics entries of every peer still reachable. */
 static void collect_metrics(Run *run) {
     for (int i = 0; i < run->options.peers; i++) {
@@ -368,6 +409,7 @@ static void collect_metrics(Run *run) {
                     json_t *metrics = json_loadb(fields->element[f + 1]->str, fields->element[f + 1]->len, 0, NULL);
                     if (metrics == NULL) continue;
                     write_metrics_row(run->metrics, peer->id, metrics);
+                    note_left_out(peer, metrics);
                     long long round = json_integer_value(json_object_get(metrics, "round"));
                     peer->rounds_done = round + 1;
                     double end_ms = (double)json_integer_value(json_object_get(metrics, "time_ms"));
@@ -606,13 +648,22 @@ static int finish(Run *run, double wall_seconds, SpirtError *error) {
             if (run->peers[i].round_end_ms[r] > end) end = run->peers[i].round_end_ms[r];
     double train_seconds = start > 0 && end > start ? (end - start) / 1000.0 : 0;
     json_t *peers = json_array(), *byzantine = json_array();
+    long long fallback_rounds = 0;
+    const char *fallback = NULL;
     for (int i = 0; i < run->options.peers; i++) {
         const PeerState *peer = &run->peers[i];
         if (peer->byzantine) json_array_append_new(byzantine, json_string(peer->id));
-        json_array_append_new(peers, json_pack("{s:s, s:f, s:f, s:s, s:s, s:I, s:b}", "id", peer->id, "test_accuracy",
-                                               peer->test_accuracy, "test_loss", peer->test_loss, "params_digest",
-                                               peer->digest, "status", peer->status, "rounds_completed",
-                                               (json_int_t)peer->rounds_done, "byzantine", peer->byzantine));
+        json_t *left_out = peer->left_out ? json_incref(peer->left_out) : json_object();
+        json_array_append_new(peers, json_pack("{s:s, s:f, s:f, s:s, s:s, s:I, s:b, s:o, s:I}", "id", peer->id,
+                                               "test_accuracy", peer->test_accuracy, "test_loss", peer->test_loss,
+                                               "params_digest", peer->digest, "status", peer->status,
+                                               "rounds_completed", (json_int_t)peer->rounds_done, "byzantine",
+                                               peer->byzantine, "left_out", left_out, "fallback_rounds",
+                                               (json_int_t)peer->fallback_rounds));
+        if (!peer->byzantine && peer->fallback_rounds) {
+            fallback_rounds += peer->fallback_rounds;
+            fallback = peer->fallback;
+        }
     }
     int honest_ok = 0;
     for (int i = 0; i < run->options.peers; i++)
@@ -631,6 +682,14 @@ static int finish(Run *run, double wall_seconds, SpirtError *error) {
         "run_dir", run->dir);
     json_object_set_new(summary, "counters_by_peer", counters_by_peer(run));
     json_object_set_new(summary, "train_seconds", json_real(train_seconds));
+    /* Honest peers' rounds whose rule could not run and fell back to the
+     * median, and why (e.g. "bulyan needs n >= 4f + 3"). */
+    json_object_set_new(summary, "fallback_rounds", json_integer(fallback_rounds));
+    AggConfig aggregator = effective_aggregator(&run->options);
+    char spec[256];
+    run_format_aggregator(&aggregator, spec, sizeof(spec));
+    json_object_set_new(summary, "aggregator_spec", json_string(spec)); /* as the peers ran it */
+    json_object_set_new(summary, "fallback", fallback ? json_string(fallback) : json_null());
     json_object_set_new(summary, "accuracy_curve", accuracy_curve(run, consensus));
     char path[1100];
     snprintf(path, sizeof(path), "%s/summary.json", run->dir);
@@ -694,7 +753,8 @@ int command_train(int argc, char **argv) {
      * --workers: the gradient of the round is the same. */
     *o = (TrainOptions){.peers = 4, .workers = 1, .batches_per_round = 1, .batch_size = 128, .validation = 500,
                         .evaluate_every = 50, .visibility_ms = 2000, .hang_ms = 10000, .f = -1, .seed = 1,
-                        .epochs = 4, .lr = 0.003, .momentum = 0.9, .exchange_wait = 10, .round_timeout = 600,
+                        .epochs = 4, .lr = 0.003, .momentum = 0.9, .exchange_wait = 10, .silent_after = 3,
+                        .silent_wait = 0.1, .round_timeout = 600,
                         .model = "mlp", .dataset = "fashion-mnist", .optimizer = "adam", .schedule = "cosine", .transport = "unix",
                         .aggregator = "mean", .attack = "sign-flip", .partition = "iid", .workflow = default_workflow};
     const CliOption options[] = {
@@ -717,14 +777,19 @@ int command_train(int argc, char **argv) {
         {"pre", CLI_STRING, &o->pre, "NAME", "pre-aggregation: nnm (nearest-neighbour mixing) or none"},
         {"f", CLI_INT, &o->f, "F", "Byzantine peers the rule assumes (default: --byzantine)"},
         {"byzantine", CLI_INT, &o->byzantine, "K", "peers that attack, chosen by the seed (default 0)"},
-        {"attack", CLI_STRING, &o->attack, "NAME", "what they do: sign-flip, gaussian, label-flip, alie, ipm, mimic "
-                                                   "[:param=value] (default sign-flip)"},
+        {"attack", CLI_STRING, &o->attack, "NAME", "what they do: sign-flip[:scale=10], gaussian[:sigma=100], "
+                                                   "label-flip, alie[:z=from n and f], ipm[:epsilon=0.1], "
+                                                   "mimic[:target=0], or break the protocol: silent, wrong-shape, nan, "
+                                                   "garbage (default sign-flip; docs/robustness.md)"},
         {"partition", CLI_STRING, &o->partition, "P", "iid or dirichlet:ALPHA (default iid)"},
         {"validation", CLI_INT, &o->validation, "N", "validation examples held out per peer (default 500)"},
         {"evaluate-every", CLI_INT, &o->evaluate_every, "K", "evaluate every K rounds (default 50)"},
         {"workers", CLI_INT, &o->workers, "W", "warm function workers per peer (default 1)"},
         {"inline", CLI_FLAG, &o->inline_functions, NULL, "run functions inside the peer processes, no workers"},
         {"exchange-wait", CLI_DOUBLE, &o->exchange_wait, "SEC", "how long a peer waits for the others (default 10)"},
+        {"silent-after", CLI_INT, &o->silent_after, "R", "a live peer that missed R exchanges in a row is waited for "
+                                                        "only --silent-wait after the others (default 3; 0: never)"},
+        {"silent-wait", CLI_DOUBLE, &o->silent_wait, "SEC", "how long to wait for such a silent peer (default 0.1)"},
         {"round-timeout", CLI_DOUBLE, &o->round_timeout, "SEC", "time-out of one round's workflow (default 600)"},
         {"workflow", CLI_STRING, &o->workflow, "FILE", "the round's state machine (default workflows/round.json)"},
         {"transport", CLI_STRING, &o->transport, "NAME", "how peers reach the databases: unix (sockets, the default) "
@@ -761,12 +826,14 @@ int command_train(int argc, char **argv) {
     else if (strcmp(o->schedule, "constant") != 0 && strcmp(o->schedule, "cosine") != 0) usage = cli_usage_error(&command, "--schedule: constant or cosine");
     else if (run_parse_aggregator(o->aggregator, &aggregator, &error) != SPIRT_OK) usage = cli_usage_error(&command, "--aggregator: %s", error.message);
     else if (o->pre && strcmp(o->pre, "nnm") != 0 && strcmp(o->pre, "none") != 0) usage = cli_usage_error(&command, "--pre: nnm or none");
+    else if (o->f >= o->peers) usage = cli_usage_error(&command, "--f must be less than --peers");
     else if (o->byzantine < 0 || o->byzantine >= o->peers) usage = cli_usage_error(&command, "--byzantine must be 0 to peers - 1");
     else if (o->byzantine && attack_parse(o->attack, &attack, &error) != SPIRT_OK) usage = cli_usage_error(&command, "--attack: %s", error.message);
     else if (o->batch_size < 1 || o->batches_per_round < 1 || o->batches_per_round > 1024) usage = cli_usage_error(&command, "--batch-size and --batches-per-round must be >= 1");
     else if (o->workers < 1 || o->workers > 16) usage = cli_usage_error(&command, "--workers must be 1 to 16");
     else if (o->validation < 0 || o->evaluate_every < 0) usage = cli_usage_error(&command, "--validation and --evaluate-every must be >= 0");
     else if (strcmp(o->partition, "iid") != 0 && strncmp(o->partition, "dirichlet:", 10) != 0) usage = cli_usage_error(&command, "--partition: iid or dirichlet:ALPHA");
+    else if (o->silent_after < 0 || !(o->silent_wait >= 0 && o->silent_wait <= 3600)) usage = cli_usage_error(&command, "--silent-after must be >= 0 and --silent-wait 0 to 3600");
     else if (o->crash_rate < 0 || o->hang_rate < 0 || o->crash_rate + o->hang_rate >= 1) usage = cli_usage_error(&command, "--crash-rate + --hang-rate must be in [0, 1)");
     else if (o->rounds == 0 && !(o->epochs > 0)) usage = cli_usage_error(&command, "--epochs must be > 0");
     if (usage) {
@@ -932,6 +999,7 @@ int command_train(int argc, char **argv) {
     for (int i = 0; i < o->peers; i++) {
         store_free(run->peers[i].conn);
         tensor_free(run->peers[i].params);
+        json_decref(run->peers[i].left_out);
         free(run->peers[i].round_end_ms);
     }
     if (run->metrics) fclose(run->metrics);

@@ -7,7 +7,15 @@
  * in the same order, and so computes a bit-identical aggregate. One
  * SPIRT.AGG runs in the database. If too few peers arrived for the rule's
  * precondition (Krum needs n >= 2f + 3, ...), the round falls back to the
- * coordinate-wise median, which needs only one input, and says so. Result:
+ * coordinate-wise median, which needs only one input, and says so.
+ *
+ * A Byzantine peer aggregates what the honest peers aggregate: its own
+ * input is the vector it published (spirt:r:{r}:sent), or nothing if it
+ * published nothing they accept (silent, wrong-shape, nan, garbage). So it
+ * holds the honest peers' model, and its next gradient -- the one it flips
+ * or scales -- is taken where theirs are, as the attacks assume; with its
+ * honest average as input it would drift to a model of its own, and its
+ * attack would turn into mere noise. Result:
  * {"rule": name, "inputs": n, "peers": [ids], "fallback": null or why,
  *  "selected": [peer ids the rule selected] (Krum family, Bulyan)}. */
 #include <stdlib.h>
@@ -87,6 +95,20 @@ int fn_aggregate(FnContext *context, const json_t *event, json_t **result, Spirt
     }
     snprintf(inputs[0].peer_id, sizeof(inputs[0].peer_id), "%s", parsed.peer_id);
     key_round_average(inputs[0].key, parsed.round);
+    const AttackConfig *attack = &config->attack;
+    int exclude_own = 0;
+    if (attack->kind != ATTACK_NONE && !attack_poisons_labels(attack)) {
+        int sent = 0;
+        if (attack_publication_valid(attack) &&
+            (status = store_exists(db, key_round_sent(inputs[0].key, parsed.round), &sent, error)) != SPIRT_OK) {
+            free(inputs);
+            free(argv);
+            return status;
+        }
+        if (!sent) key_round_average(inputs[0].key, parsed.round);
+        /* Published nothing acceptable: no own input, if there are others. */
+        exclude_own = !attack_publication_valid(attack) && n > 1;
+    }
     size_t index;
     const json_t *item;
     json_array_foreach((json_t *)received, index, item) {
@@ -98,6 +120,7 @@ int fn_aggregate(FnContext *context, const json_t *event, json_t **result, Spirt
         snprintf(inputs[1 + index].peer_id, sizeof(inputs[0].peer_id), "%s", id);
         key_round_received(inputs[1 + index].key, parsed.round, id);
     }
+    if (status == SPIRT_OK && exclude_own) inputs[0] = inputs[--n];
     qsort(inputs, n, sizeof(Input), compare_inputs);
     for (size_t i = 1; status == SPIRT_OK && i < n; i++)
         if (strcmp(inputs[i].peer_id, inputs[i - 1].peer_id) == 0)

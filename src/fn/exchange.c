@@ -10,7 +10,21 @@
  * What passes is stored as spirt:r:{r}:in:{q} in our own database; what
  * fails is reported and left out. Result:
  *   {"received": [ids, sorted], "missing": [{"peer", "reason"}],
- *    "rejected": [{"peer", "reason"}], "bytes": n, "waited_ms": t} */
+ *    "rejected": [{"peer", "reason"}], "bytes": n, "waited_ms": t}
+ *
+ * Silent peers. A live peer that published nothing in time for
+ * silent_after_rounds exchanges in a row (RunConfig; default 3) is waited
+ * for only silent_wait_seconds (default 0.1 s) once every other peer is
+ * settled, not the full wait: a Byzantine peer that stays alive but never
+ * publishes would otherwise cost every honest peer the full wait every
+ * round. The count is kept per peer in our database (spirt:silence) and
+ * drops to 0 as soon as the peer publishes anything in time (a bad
+ * publication too: refusing it costs no waiting). It is only about how long
+ * to wait, never about what is accepted, so peers that receive the same
+ * publications still aggregate the same inputs; only a silent peer that
+ * comes back and lands within the short wait at some peers and after it at
+ * others can split them, as any publication landing at a deadline can. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,7 +40,68 @@ typedef struct Pending {
     char reason[SPIRT_ERROR_MESSAGE_MAX + 32];
     double next_liveness_check_ms;
     double unreachable_since_ms; /* 0 while reachable */
+    uint64_t missed_before;      /* exchanges it missed in a row before this round */
+    int silent;                  /* missed_before reached silent_after_rounds */
+    int missed;                  /* it missed this one too (deadline or silent wait) */
 } Pending;
+
+/* --- Silence records: "round streak before" per peer in spirt:silence --- */
+
+/* How many exchanges in a row the peer missed before `round`, from its
+ * record. A record of this very round is a retry: its `before` is the
+ * answer, so running exchange again counts the same. */
+static uint64_t missed_before_round(const char *record, uint64_t round) {
+    unsigned long long recorded_round = 0, streak = 0, before = 0;
+    if (record == NULL || sscanf(record, "%llu %llu %llu", &recorded_round, &streak, &before) != 3) return 0;
+    return recorded_round == round ? (uint64_t)before : (uint64_t)streak;
+}
+
+static void read_silence(StoreConn *db, Pending *pending, size_t count, uint64_t round, uint64_t silent_after) {
+    StoreReply *reply = NULL;
+    const char *argv[] = {"HGETALL", KEY_SILENCE};
+    if (store_command_argv(db, 2, argv, NULL, &reply, NULL) != SPIRT_OK || reply->type != STORE_REPLY_ARRAY) {
+        store_reply_free(reply);
+        return;
+    }
+    for (size_t k = 0; k + 1 < reply->elements; k += 2)
+        for (size_t i = 0; i < count; i++)
+            if (strcmp(pending[i].member->id, reply->element[k]->str) == 0) {
+                pending[i].missed_before = missed_before_round(reply->element[k + 1]->str, round);
+                pending[i].silent = silent_after > 0 && pending[i].missed_before >= silent_after;
+            }
+    store_reply_free(reply);
+}
+
+/* Records this round's outcome: a peer that missed it (it was alive and
+ * published nothing in time) counts one more, one that published counts 0,
+ * one that was dead or unreachable keeps its count. */
+static int write_silence(StoreConn *db, const Pending *pending, size_t count, uint64_t round, SpirtError *error) {
+    if (count == 0) return SPIRT_OK;
+    const char **argv = calloc(2 + 2 * count, sizeof(char *));
+    char (*values)[80] = calloc(count, sizeof(*values));
+    if (argv == NULL || values == NULL) {
+        free(argv);
+        free(values);
+        return spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory");
+    }
+    size_t argc = 0;
+    argv[argc++] = "HSET";
+    argv[argc++] = KEY_SILENCE;
+    for (size_t i = 0; i < count; i++) {
+        const Pending *entry = &pending[i];
+        uint64_t streak = entry->missed ? entry->missed_before + 1
+                          : entry->state == PENDING_MISSING ? entry->missed_before
+                                                            : 0;
+        snprintf(values[i], sizeof(values[i]), "%llu %llu %llu", (unsigned long long)round, (unsigned long long)streak,
+                 (unsigned long long)entry->missed_before);
+        argv[argc++] = entry->member->id;
+        argv[argc++] = values[i];
+    }
+    int status = store_command_argv(db, argc, argv, NULL, NULL, error);
+    free(argv);
+    free(values);
+    return status;
+}
 
 /* Checks one publication and stores it; returns SPIRT_OK or the reason it
  * was refused (in error). */
@@ -53,6 +128,70 @@ static int accept_publication(StoreConn *db, const Member *member, uint64_t roun
     }
     tensor_free(vector);
     return status;
+}
+
+/* Polls one peer once; moves the entry out of PENDING_WAITING when its
+ * publication arrived (received or rejected) or it is known to be gone.
+ * Fails only if our own database fails (then the error is ours). */
+static int poll_peer(FnContext *context, StoreConn *db, Pending *entry, const RunConfig *config, uint64_t round,
+                     const char *published_key, size_t param_count, double now, uint64_t *bytes, SpirtError *error) {
+    SpirtError peer_error;
+    StoreConn *peer = fn_connect_probe(context, entry->member->address, 1000, &peer_error);
+    if (peer == NULL) {
+        /* Unreachable: its database is down. Give it the heartbeat's time
+         * to live before leaving it out. */
+        if (entry->unreachable_since_ms == 0) entry->unreachable_since_ms = now;
+        if (now - entry->unreachable_since_ms > (double)config->heartbeat_ttl_ms) {
+            entry->state = PENDING_MISSING;
+            snprintf(entry->reason, sizeof(entry->reason), "unreachable: %s", peer_error.message);
+        }
+        return SPIRT_OK;
+    }
+    entry->unreachable_since_ms = 0;
+    char *envelope = NULL;
+    size_t size = 0;
+    int got = store_get(peer, published_key, &envelope, &size, &peer_error);
+    if (got == SPIRT_OK) {
+        *bytes += size;
+        SpirtError reason;
+        int accepted = accept_publication(db, entry->member, round, (unsigned char *)envelope, size, param_count, &reason);
+        free(envelope);
+        if (accepted == SPIRT_OK) {
+            entry->state = PENDING_RECEIVED;
+        } else if (store_conn_status(db) != SPIRT_OK) {
+            /* Our own database failed: that is our error, not theirs. */
+            return spirt_error_set(error, reason.code, "%s", reason.message);
+        } else {
+            entry->state = PENDING_REJECTED;
+            snprintf(entry->reason, sizeof(entry->reason), "%s", reason.message);
+            log_warn("round %llu: rejected %s's publication: %s", (unsigned long long)round, entry->member->id,
+                     reason.message);
+        }
+        return SPIRT_OK;
+    }
+    /* Not published yet (or a passing read failure): is it still alive?
+     * Checked every 100 ms, not on every poll. */
+    if (got == SPIRT_ERR_NOT_FOUND && now >= entry->next_liveness_check_ms) {
+        entry->next_liveness_check_ms = now + 100.0;
+        int alive = 0;
+        if (store_exists(peer, KEY_HEARTBEAT, &alive, NULL) == SPIRT_OK && !alive) {
+            entry->state = PENDING_MISSING;
+            snprintf(entry->reason, sizeof(entry->reason), "no heartbeat");
+        }
+    }
+    return SPIRT_OK;
+}
+
+/* Leaves every entry still waiting (of silent ones only, if `silent_only`)
+ * out as missed, with `reason`. */
+static void give_up_waiting(Pending *pending, size_t count, int silent_only, const char *reason) {
+    for (size_t i = 0; i < count; i++) {
+        Pending *entry = &pending[i];
+        if (entry->state != PENDING_WAITING || (silent_only && !entry->silent)) continue;
+        entry->state = PENDING_MISSING;
+        entry->missed = 1;
+        snprintf(entry->reason, sizeof(entry->reason), "%s", reason);
+    }
 }
 
 int fn_exchange(FnContext *context, const json_t *event, json_t **result, SpirtError *error) {
@@ -91,89 +230,55 @@ int fn_exchange(FnContext *context, const json_t *event, json_t **result, SpirtE
         }
         count++;
     }
+    read_silence(db, pending, count, parsed.round, config->silent_after_rounds);
 
     char published_key[KEY_MAX];
     key_published(published_key, parsed.round);
     double start = clock_monotonic_ms();
     double deadline = start + wait_seconds * 1000.0;
+    double others_settled_ms = 0; /* when every peer but the silent ones was settled */
     double pause = 1.0;
     uint64_t bytes = 0;
     for (;;) {
-        size_t waiting = 0;
+        size_t waiting = 0, waiting_for_others = 0;
         double now = clock_monotonic_ms();
-        for (size_t i = 0; i < count; i++) {
+        for (size_t i = 0; i < count && status == SPIRT_OK; i++) {
             Pending *entry = &pending[i];
             if (entry->state != PENDING_WAITING) continue;
-            SpirtError peer_error;
-            StoreConn *peer = fn_connect_probe(context, entry->member->address, 1000, &peer_error);
-            if (peer == NULL) {
-                /* Unreachable: its database is down. Give it the heartbeat's
-                 * time to live before leaving it out. */
-                if (entry->unreachable_since_ms == 0) entry->unreachable_since_ms = now;
-                if (now - entry->unreachable_since_ms > (double)config->heartbeat_ttl_ms) {
-                    entry->state = PENDING_MISSING;
-                    snprintf(entry->reason, sizeof(entry->reason), "unreachable: %s", peer_error.message);
-                } else {
-                    waiting++;
-                }
-                continue;
-            }
-            entry->unreachable_since_ms = 0;
-            char *envelope = NULL;
-            size_t size = 0;
-            int got = store_get(peer, published_key, &envelope, &size, &peer_error);
-            if (got == SPIRT_OK) {
-                bytes += size;
-                SpirtError reason;
-                if (accept_publication(db, entry->member, parsed.round, (unsigned char *)envelope, size, param_count,
-                                       &reason) == SPIRT_OK) {
-                    entry->state = PENDING_RECEIVED;
-                } else if (store_conn_status(db) != SPIRT_OK) {
-                    /* Our own database failed: that is our error, not theirs. */
-                    free(envelope);
-                    spirt_error_set(error, reason.code, "%s", reason.message);
-                    free(membership);
-                    free(pending);
-                    return error->code;
-                } else {
-                    entry->state = PENDING_REJECTED;
-                    snprintf(entry->reason, sizeof(entry->reason), "%s", reason.message);
-                    log_warn("round %llu: rejected %s's publication: %s", (unsigned long long)parsed.round,
-                             entry->member->id, reason.message);
-                }
-                free(envelope);
-                continue;
-            }
-            if (got != SPIRT_ERR_NOT_FOUND) {
-                waiting++;
-                continue;
-            }
-            /* Not published yet: is it still alive? Checked every 100 ms,
-             * not on every poll. */
-            if (now >= entry->next_liveness_check_ms) {
-                entry->next_liveness_check_ms = now + 100.0;
-                int alive = 0;
-                if (store_exists(peer, KEY_HEARTBEAT, &alive, NULL) == SPIRT_OK && !alive) {
-                    entry->state = PENDING_MISSING;
-                    snprintf(entry->reason, sizeof(entry->reason), "no heartbeat");
-                    continue;
-                }
-            }
+            status = poll_peer(context, db, entry, config, parsed.round, published_key, param_count, now, &bytes, error);
+            if (entry->state != PENDING_WAITING) continue;
             waiting++;
+            waiting_for_others += !entry->silent;
         }
-        if (waiting == 0) break;
-        if (clock_monotonic_ms() >= deadline) {
-            for (size_t i = 0; i < count; i++)
-                if (pending[i].state == PENDING_WAITING) {
-                    pending[i].state = PENDING_MISSING;
-                    snprintf(pending[i].reason, sizeof(pending[i].reason), "deadline (%.1f s)", wait_seconds);
-                }
+        if (status != SPIRT_OK || waiting == 0) break;
+        now = clock_monotonic_ms();
+        if (waiting_for_others == 0) {
+            /* Only silent peers left: a short wait for them, not the full one. */
+            if (others_settled_ms == 0) others_settled_ms = now;
+            if (now - others_settled_ms >= config->silent_wait_seconds * 1000.0) {
+                char reason[96];
+                snprintf(reason, sizeof(reason), "silent (missed %llu+ rounds; waited %.2f s after the others)",
+                         (unsigned long long)config->silent_after_rounds, config->silent_wait_seconds);
+                give_up_waiting(pending, count, 1, reason);
+                break;
+            }
+        }
+        if (now >= deadline) {
+            char reason[64];
+            snprintf(reason, sizeof(reason), "deadline (%.1f s)", wait_seconds);
+            give_up_waiting(pending, count, 0, reason);
             break;
         }
         /* Poll quickly at first (peers publish at nearly the same time),
          * then back off to a few milliseconds. */
         clock_sleep_ms(pause);
         if (pause < 5.0) pause *= 1.5;
+    }
+    if (status == SPIRT_OK) status = write_silence(db, pending, count, parsed.round, error);
+    if (status != SPIRT_OK) {
+        free(membership);
+        free(pending);
+        return status;
     }
 
     json_t *received = json_array(), *missing = json_array(), *rejected = json_array();

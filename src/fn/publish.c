@@ -8,7 +8,9 @@
  * A Byzantine peer (RunConfig.attack) publishes the attack's vector
  * instead. Omniscient attacks first read the round's honest publications
  * from the other peers' databases, as a real attacker could, waiting for
- * them up to the exchange wait. */
+ * them up to the exchange wait. The protocol misbehaviours publish nothing
+ * (silent), a signed vector of the wrong size or with NaN in it, or random
+ * bytes in place of the envelope (garbage): what exchange must refuse. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -99,11 +101,24 @@ int fn_publish(FnContext *context, const json_t *event, json_t **result, SpirtEr
     if ((status = store_tensor_get(db, key_round_average(key, parsed.round), &average, error)) != SPIRT_OK)
         return spirt_error_prefix(error, "reading %s", key);
 
-    Tensor *published = average;
     const AttackConfig *attack = &config->attack;
+    if (!attack_publishes(attack)) {
+        /* A silent Byzantine peer: alive, heartbeat on, and nothing for
+         * the others to read. Exchange stops waiting for it once it has
+         * missed a few rounds (docs/robustness.md). */
+        tensor_free(average);
+        *result = json_pack("{s:i, s:s}", "bytes", 0, "attack", attack_kind_name(attack->kind));
+        return SPIRT_OK;
+    }
+    Tensor *published = average;
     int crafted = attack->kind != ATTACK_NONE && !attack_poisons_labels(attack);
+    uint64_t noise_seed = config->seed ^ (parsed.round * 0x9e3779b97f4a7c15ull);
+    for (const char *c = parsed.peer_id; *c; c++) noise_seed = noise_seed * 131 + (unsigned char)*c;
     if (crafted) {
-        published = tensor_create(&average->shape, error);
+        TensorShape shape;
+        published = tensor_shape_vector(&shape, attack_vector_count(attack, average->count), error) == SPIRT_OK
+                        ? tensor_create(&shape, error)
+                        : NULL;
         Tensor *honest[RUN_MAX_PEERS] = {0};
         size_t honest_count = 0;
         if (published && attack_is_omniscient(attack))
@@ -112,8 +127,6 @@ int fn_publish(FnContext *context, const json_t *event, json_t **result, SpirtEr
         for (size_t i = 0; i < honest_count; i++) honest_values[i] = honest[i]->data;
         size_t n = peer_count(db);
         size_t f = config->byzantine_count ? config->byzantine_count : 1;
-        uint64_t noise_seed = config->seed ^ (parsed.round * 0x9e3779b97f4a7c15ull);
-        for (const char *c = parsed.peer_id; *c; c++) noise_seed = noise_seed * 131 + (unsigned char)*c;
         if (published == NULL)
             status = error->code;
         else if (attack_is_omniscient(attack) && honest_count == 0)
@@ -125,12 +138,18 @@ int fn_publish(FnContext *context, const json_t *event, json_t **result, SpirtEr
                                   published->data, error);
         for (size_t i = 0; i < honest_count; i++) tensor_free(honest[i]);
     }
+    /* Keep the vector for our own aggregate (see aggregate.c): a Byzantine
+     * peer aggregates what the honest peers aggregate. */
+    if (status == SPIRT_OK && crafted && attack_publication_valid(attack))
+        status = store_tensor_set(db, key_round_sent(key, parsed.round), &published->shape, published->data, error);
     size_t payload_size = 0, envelope_size = 0;
     /* No inner digest: the envelope's signature covers the payload. */
     unsigned char *payload = status == SPIRT_OK ? tensor_encode_without_digest(published, &payload_size, error) : NULL;
     unsigned char *envelope = payload ? envelope_seal(identity, ENVELOPE_KIND_ROUND_AVERAGE, parsed.round, payload,
                                                       payload_size, &envelope_size, error)
                                       : NULL;
+    /* Garbage: bytes as long as the real envelope, none of them meaningful. */
+    if (envelope && attack_publishes_garbage(attack)) attack_fill_garbage(noise_seed, envelope, envelope_size);
     if (envelope) {
         /* The publication is scratch like the round's tensors: set without
          * propagating it to the AOF (a restarted peer publishes again). */
@@ -148,6 +167,6 @@ int fn_publish(FnContext *context, const json_t *event, json_t **result, SpirtEr
     tensor_free(average);
     if (status != SPIRT_OK) return status;
     *result = json_pack("{s:I, s:o}", "bytes", (json_int_t)envelope_size, "attack",
-                        crafted ? json_string(attack_kind_name(attack->kind)) : json_null());
+                        attack->kind != ATTACK_NONE ? json_string(attack_kind_name(attack->kind)) : json_null());
     return SPIRT_OK;
 }

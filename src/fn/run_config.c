@@ -28,6 +28,8 @@ void run_config_default(RunConfig *config) {
     config->aggregator = agg_config_default(AGG_MEAN);
     config->attack = attack_config_default(ATTACK_NONE);
     config->exchange_wait_seconds = 10.0;
+    config->silent_after_rounds = 3;
+    config->silent_wait_seconds = 0.1;
     config->heartbeat_ttl_ms = 3000;
     config->dead_after_ms = 3000;
     config->keep_rounds = 3;
@@ -191,14 +193,19 @@ json_t *run_config_to_json(const RunConfig *config) {
                              "heartbeat_ttl_ms", (json_int_t)config->heartbeat_ttl_ms, "dead_after_ms",
                              (json_int_t)config->dead_after_ms, "keep_rounds", (json_int_t)config->keep_rounds,
                              "checkpoint_every", (json_int_t)config->checkpoint_every);
-    if (json) json_object_set_new(json, "schedule", json_string(config->cosine_schedule ? "cosine" : "constant"));
+    if (json) {
+        json_object_set_new(json, "schedule", json_string(config->cosine_schedule ? "cosine" : "constant"));
+        json_object_set_new(json, "silent_after_rounds", json_integer((json_int_t)config->silent_after_rounds));
+        json_object_set_new(json, "silent_wait_seconds", json_real(config->silent_wait_seconds));
+    }
     return json;
 }
 
 static const char *const known_fields[] = {
     "version", "peer_id", "model", "batch_size", "batches_per_round", "seed", "rounds", "evaluate_every",
     "train_count", "validation_count", "data_digest", "optimizer", "aggregator", "attack", "byzantine",
-    "exchange_wait_seconds", "heartbeat_ttl_ms", "dead_after_ms", "keep_rounds", "checkpoint_every", "schedule", NULL};
+    "exchange_wait_seconds", "heartbeat_ttl_ms", "dead_after_ms", "keep_rounds", "checkpoint_every", "schedule", "silent_after_rounds",
+    "silent_wait_seconds", NULL};
 
 int run_config_from_json(const json_t *json, RunConfig *config, SpirtError *error) {
     if (!json_is_object(json)) return spirt_error_set(error, SPIRT_ERR_FORMAT, "spirt:config is not a JSON object");
@@ -262,6 +269,12 @@ int run_config_from_json(const json_t *json, RunConfig *config, SpirtError *erro
                               &parsed.exchange_wait_seconds, error));
     if (parsed.exchange_wait_seconds < 0 || parsed.exchange_wait_seconds > 3600)
         return spirt_error_set(error, SPIRT_ERR_FORMAT, "spirt:config: exchange_wait_seconds out of range");
+    CHECKED(fn_json_u64_or(json, "silent_after_rounds", parsed.silent_after_rounds, &parsed.silent_after_rounds,
+                           error));
+    CHECKED(fn_json_double_or(json, "silent_wait_seconds", parsed.silent_wait_seconds, &parsed.silent_wait_seconds,
+                              error));
+    if (parsed.silent_wait_seconds < 0 || parsed.silent_wait_seconds > 3600)
+        return spirt_error_set(error, SPIRT_ERR_FORMAT, "spirt:config: silent_wait_seconds out of range");
     CHECKED(fn_json_u64_or(json, "heartbeat_ttl_ms", (uint64_t)parsed.heartbeat_ttl_ms, &number, error));
     if (number < 100) return spirt_error_set(error, SPIRT_ERR_FORMAT, "spirt:config: heartbeat_ttl_ms must be >= 100");
     parsed.heartbeat_ttl_ms = (int64_t)number;

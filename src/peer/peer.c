@@ -187,6 +187,52 @@ static int known_function(void *context, const char *name) {
     return fn_find(name) != NULL;
 }
 
+/* The start barrier. Peers of a run start at slightly different moments, and
+ * exchange takes a reachable peer without a heartbeat for one that stopped:
+ * a peer that reached its first exchange before another had written its
+ * first heartbeat would leave that one out of round 0 -- and, its inputs
+ * differing from the others', end with another model. So before its first
+ * round a fresh peer waits until every other member's heartbeat is there, at
+ * most `timeout_seconds` (a member still absent then is left to exchange's
+ * usual rules). A peer that resumes skips this: the others are running. */
+static void wait_for_members(StoreConn *db, const char *peer_id, const StoreOptions *store, double timeout_seconds) {
+    Membership *membership = malloc(sizeof(*membership));
+    StoreConn **conns = calloc(RUN_MAX_PEERS, sizeof(StoreConn *));
+    int *ready = calloc(RUN_MAX_PEERS, sizeof(int));
+    if (membership == NULL || conns == NULL || ready == NULL || fn_members_read(db, membership, NULL) != SPIRT_OK) {
+        free(membership);
+        free(conns);
+        free(ready);
+        return;
+    }
+    StoreOptions options = *store;
+    options.connect_timeout_ms = 500;
+    options.read_timeout_ms = 1000;
+    double deadline = clock_monotonic_ms() + timeout_seconds * 1000.0;
+    size_t waiting;
+    do {
+        waiting = 0;
+        for (size_t i = 0; i < membership->count; i++) {
+            const Member *member = &membership->members[i];
+            if (ready[i] || strcmp(member->id, peer_id) == 0 || member->status == MEMBER_DEAD) continue;
+            if (conns[i] == NULL) conns[i] = store_connect_address(member->address, &options, NULL);
+            int alive = 0;
+            if (conns[i] && store_exists(conns[i], KEY_HEARTBEAT, &alive, NULL) != SPIRT_OK) {
+                store_free(conns[i]);
+                conns[i] = NULL;
+            }
+            ready[i] = alive;
+            waiting += !alive;
+        }
+        if (waiting) clock_sleep_ms(20);
+    } while (waiting && clock_monotonic_ms() < deadline);
+    if (waiting) log_warn("%s: starting with %zu peer(s) not up after %.1f s", peer_id, waiting, timeout_seconds);
+    for (size_t i = 0; i < membership->count; i++) store_free(conns[i]);
+    free(membership);
+    free(conns);
+    free(ready);
+}
+
 int peer_run(const PeerOptions *options, SpirtError *error) {
     SpirtError local;
     if (error == NULL) error = &local;
@@ -266,7 +312,10 @@ int peer_run(const PeerOptions *options, SpirtError *error) {
         last = completed;
     if (status == SPIRT_OK) {
         store_set(db, KEY_STATUS, "running", 7, NULL);
-        if (last >= 0) log_info("%s resumes after round %lld (its last checkpoint)", peer_id, last);
+        if (last >= 0)
+            log_info("%s resumes after round %lld (its last checkpoint)", peer_id, last);
+        else
+            wait_for_members(db, peer_id, &options->store, config.exchange_wait_seconds);
     }
     double round_timeout = 600;
     fn_json_double_or(file, "round_timeout_seconds", round_timeout, &round_timeout, NULL);
