@@ -6,17 +6,22 @@
  *                  pipelined in one round trip (the module, build/spirt.so)
  *   (b) client     SPIRT.TGET of the B gradients and the parameters over
  *                  hiredis (pipelined), the same kernels (agg_mean,
- *                  optim_step) in this process, SPIRT.TSET of the parameters
+ *                  optim_step) in this process, SPIRT.TSET of the parameters;
+ *                  the buffer for the mean is kept from run to run, as a
+ *                  client doing this every round would
  *   (c) Lua/JSON   what SPIRT's public code does: gradients and parameters as
  *                  JSON lists in string keys, averaged and stepped by one EVAL
  *                  with cjson (bench/indb_average_update.lua)
  *
  * It starts its own redis-server on loopback with the module loaded (fork and
  * exec, stopped by pid at the end), without persistence, so only the
- * computation and the data movement are measured. Each figure is a median:
- * of --repeats runs of (b) and (c), of 3 x --repeats runs of (a), which is
- * interleaved with (b) (see time_interleaved). (c) is skipped for the cases
- * whose estimated time exceeds --lua-max-s (a note says which).
+ * computation and the data movement are measured. The three are timed in
+ * rounds -- (a) three times, (b), (c) -- so a burst of other work on a shared
+ * machine hits them alike (see time_interleaved); each figure is the median
+ * of its runs. (c) is skipped for the cases whose estimated time exceeds
+ * --lua-max-s (a note says which). The load average at the start and the end
+ * is printed with the notes, and indb_server_ms says how much of (a) the
+ * server spent in the two commands (INFO commandstats).
  *
  * Before timing, (a) and (b) are run once from the same parameters and their
  * results compared bit for bit: both use the project's one implementation of
@@ -204,6 +209,7 @@ typedef struct BenchCase {
     int threads;
     char keys[17][32]; /* g:0 .. g:15, then the parameter key */
     const char *lua_sha;
+    float *average; /* the client path's buffer for the mean, params floats */
     SpirtError error; /* first failure of a timed run */
 } BenchCase;
 
@@ -248,7 +254,9 @@ static void run_client_on(BenchCase *bench, const char *params_key) {
         if (redisGetReply(bench->context, (void **)&replies[i]) != REDIS_OK) replies[i] = NULL;
         if (replies[i] == NULL || replies[i]->type != REDIS_REPLY_STRING || replies[i]->len != bytes) ok = 0;
     }
-    float *average = tensor_buffer_alloc(bench->params);
+    /* A client doing this every round keeps its buffer for the mean (a new
+     * one each time would add its page faults to the client's time). */
+    float *average = bench->average;
     const float *inputs[16];
     if (ok && average) {
         /* hiredis gives each bulk reply its own malloc'd buffer: aligned for
@@ -267,7 +275,6 @@ static void run_client_on(BenchCase *bench, const char *params_key) {
         spirt_error_set(&error, SPIRT_ERR_SERVER, "client path: a TGET failed or memory is short");
         fail(bench, SPIRT_ERR_SERVER, &error);
     }
-    tensor_buffer_free(average);
     for (int i = 0; i < count; i++)
         if (replies[i]) freeReplyObject(replies[i]);
 }
@@ -371,22 +378,64 @@ static int paths_agree(BenchCase *bench) {
     return failed ? -1 : agree;
 }
 
-/* Medians of (a) and (b), their runs interleaved: (a) takes milliseconds,
- * so timed back to back its runs would all fall into whatever else the
- * machine was doing in those few milliseconds; spread between (b)'s runs
- * they sample the same moments as (b). (a) runs three times per (b) run, as
- * it is cheap, after five warm-up runs (the first few after a case is
- * loaded are slower while the server's allocator settles). */
-static void time_interleaved(BenchCase *bench, int repeats, double *indb_ms, double *client_ms) {
+/* The time the server spent in SPIRT.AVG and SPIRT.UPDATE since the last
+ * CONFIG RESETSTAT, per pair of calls, in ms (their usec in INFO
+ * commandstats, which for a command run on a worker thread includes the
+ * worker's time); -1 if unknown. */
+static double server_ms_per_pair(redisContext *context) {
+    redisReply *reply = redisCommand(context, "INFO commandstats");
+    if (reply == NULL || reply->type != REDIS_REPLY_STRING) {
+        if (reply) freeReplyObject(reply);
+        return -1;
+    }
+    double total = 0;
+    long long calls = -1;
+    static const char *const names[] = {"cmdstat_spirt.avg:", "cmdstat_spirt.update:"};
+    for (int k = 0; k < 2; k++) {
+        const char *line = strstr(reply->str, names[k]);
+        long long these = 0, usec = 0;
+        if (line == NULL || sscanf(line + strlen(names[k]), "calls=%lld,usec=%lld", &these, &usec) != 2) {
+            freeReplyObject(reply);
+            return -1;
+        }
+        total += (double)usec / 1000.0;
+        if (k == 0) calls = these;
+    }
+    freeReplyObject(reply);
+    return calls > 0 ? total / (double)calls : -1;
+}
+
+static void reset_stats(redisContext *context) {
+    redisReply *reply = redisCommand(context, "CONFIG RESETSTAT");
+    if (reply) freeReplyObject(reply);
+}
+
+/* Medians of (a), (b) and (c), their runs interleaved: (a) takes
+ * milliseconds, so timed back to back its runs would all fall into
+ * whatever else the machine was doing in those few milliseconds; spread
+ * between (b)'s and (c)'s runs they sample the same moments. (a) runs three
+ * times per round, as it is cheap, after five warm-up runs (the first few
+ * after a case is loaded are slower while the server's allocator settles);
+ * (c) runs in the first lua_repeats rounds only (0: not at all). Also the
+ * server's own time per (a), from INFO commandstats over the timed runs. */
+typedef struct Timings {
+    double indb_ms, client_ms, lua_ms, server_ms;
+} Timings;
+
+static void time_interleaved(BenchCase *bench, int repeats, int lua_repeats, Timings *timings) {
     double *indb = malloc(3 * (size_t)repeats * sizeof(double)), *client = malloc((size_t)repeats * sizeof(double));
-    if (indb == NULL || client == NULL) {
+    double *lua = malloc((size_t)repeats * sizeof(double));
+    timings->indb_ms = timings->client_ms = timings->lua_ms = timings->server_ms = -1;
+    if (indb == NULL || client == NULL || lua == NULL) {
         free(indb);
         free(client);
-        *indb_ms = *client_ms = -1;
+        free(lua);
         return;
     }
+    if (lua_repeats > repeats) lua_repeats = repeats;
     for (int i = 0; i < 5; i++) run_indb(bench);
     run_client(bench);
+    reset_stats(bench->context);
     for (int i = 0; i < repeats; i++) {
         for (int k = 0; k < 3; k++) {
             double start = clock_monotonic_ms();
@@ -396,11 +445,19 @@ static void time_interleaved(BenchCase *bench, int repeats, double *indb_ms, dou
         double start = clock_monotonic_ms();
         run_client(bench);
         client[i] = clock_monotonic_ms() - start;
+        if (i < lua_repeats) {
+            start = clock_monotonic_ms();
+            run_lua(bench);
+            lua[i] = clock_monotonic_ms() - start;
+        }
     }
-    *indb_ms = bench_median(indb, 3 * (size_t)repeats);
-    *client_ms = bench_median(client, (size_t)repeats);
+    timings->server_ms = server_ms_per_pair(bench->context);
+    timings->indb_ms = bench_median(indb, 3 * (size_t)repeats);
+    timings->client_ms = bench_median(client, (size_t)repeats);
+    if (lua_repeats > 0) timings->lua_ms = bench_median(lua, (size_t)lua_repeats);
     free(indb);
     free(client);
+    free(lua);
 }
 
 /* --- Options, loop, report ---------------------------------------------------------- */
@@ -510,6 +567,7 @@ int bench_indb(int argc, char **argv) {
     for (int b = 0; b < 16; b++) snprintf(bench.keys[b], sizeof(bench.keys[b]), "bench:grad:%d", b);
 
     BenchReport *report = bench_report_create("indb");
+    bench_report_note_load(report, "at start");
     SpirtRng rng;
     rng_init(&rng, 20230914);
     /* Time per value of the last Lua case, to estimate the next (it grows
@@ -520,7 +578,10 @@ int bench_indb(int argc, char **argv) {
     for (int p = 0; p < param_cases && status == 0; p++) {
         bench.params = (size_t)param_counts[p];
         int json_loaded = -1;
-        if (load_tensors(&bench, &rng, &error) != SPIRT_OK) {
+        tensor_buffer_free(bench.average);
+        bench.average = tensor_buffer_alloc(bench.params);
+        if (bench.average == NULL) spirt_error_set(&error, SPIRT_ERR_NOMEM, "out of memory");
+        if (bench.average == NULL || load_tensors(&bench, &rng, &error) != SPIRT_OK) {
             fprintf(stderr, "spirt bench indb: loading %zu parameters: %s\n", bench.params, error.message);
             status = 1;
             break;
@@ -530,9 +591,7 @@ int bench_indb(int argc, char **argv) {
             spirt_error_clear(&bench.error);
             int agree = paths_agree(&bench);
             if (agree != 1) all_agree = 0;
-            double indb_ms, client_ms;
-            time_interleaved(&bench, repeats, &indb_ms, &client_ms);
-            double lua_ms = -1;
+            int lua_repeats = 0;
             double estimate_s = lua_ms_per_value * (double)bench.params * (bench.batches + 1) / 1000.0;
             if (lua_ms_per_value == 0 || estimate_s <= lua_max_s) {
                 if (load_json(&bench, bench.batches, &json_loaded, &error) != SPIRT_OK) {
@@ -541,13 +600,15 @@ int bench_indb(int argc, char **argv) {
                     break;
                 }
                 /* Seconds-long runs vary little: fewer repetitions suffice. */
-                int lua_repeats = estimate_s > 10 ? 1 : estimate_s > 2 ? (repeats < 3 ? repeats : 3) : repeats;
-                lua_ms = bench_median_ms(run_lua, &bench, 0, lua_repeats);
-                lua_ms_per_value = lua_ms / ((double)bench.params * (bench.batches + 1));
+                lua_repeats = estimate_s > 10 ? 1 : estimate_s > 2 ? (repeats < 3 ? repeats : 3) : repeats;
             } else {
                 bench_report_note(report, "Lua/JSON skipped for %zu params x %d batches: estimated %.0f s a run",
                                   bench.params, bench.batches, estimate_s);
             }
+            Timings timings;
+            time_interleaved(&bench, repeats, lua_repeats, &timings);
+            double indb_ms = timings.indb_ms, client_ms = timings.client_ms, lua_ms = timings.lua_ms;
+            if (lua_ms >= 0) lua_ms_per_value = lua_ms / ((double)bench.params * (bench.batches + 1));
             if (bench.error.code != SPIRT_OK) {
                 fprintf(stderr, "spirt bench indb: %s\n", bench.error.message);
                 status = 1;
@@ -559,6 +620,7 @@ int bench_indb(int argc, char **argv) {
             json_object_set_new(row, "indb_ms", json_real(indb_ms));
             json_object_set_new(row, "client_ms", json_real(client_ms));
             json_object_set_new(row, "lua_json_ms", lua_ms >= 0 ? json_real(lua_ms) : json_null());
+            json_object_set_new(row, "indb_server_ms", timings.server_ms >= 0 ? json_real(timings.server_ms) : json_null());
             double reduction = 1.0 - indb_ms / client_ms;
             json_object_set_new(row, "reduction_vs_client", json_real(reduction));
             json_object_set_new(row, "speedup", json_real(client_ms / indb_ms));
@@ -580,6 +642,7 @@ int bench_indb(int argc, char **argv) {
     }
     redisFree(bench.context);
     stop_server(&server);
+    tensor_buffer_free(bench.average);
 
     if (status == 0) {
         bench_report_note(report, "(a) and (b) results bit-identical in every case: %s", all_agree ? "yes" : "NO");
@@ -590,14 +653,18 @@ int bench_indb(int argc, char **argv) {
                               accepted ? "met" : "NOT met", worst_reduction,
                               worst_lua_speedup < 1e300 ? worst_lua_speedup : 0.0);
         bench_report_note(report,
-                          "medians of %d runs (in-DB: %d, interleaved with the client's); kernels on %d threads; "
-                          "redis-server without persistence",
-                          repeats, 3 * repeats, threads);
+                          "medians of %d rounds, each running (a) 3 times, then (b), then (c) (Lua: in the first 3 or 1 "
+                          "rounds only when a run takes seconds); kernels on %d threads; redis-server without "
+                          "persistence",
+                          repeats, threads);
+        bench_report_note(report, "indb_server_ms: the server's own time per (a) (a mean), from INFO commandstats (main "
+                                  "thread and worker); the rest of indb_ms is the round trip, blocking and waking");
+        bench_report_note_load(report, "at end");
         bench_report_set(report, "threads", json_integer(threads));
         bench_report_set(report, "acceptance_met", json_boolean(accepted && acceptance_rows > 0));
         static const char *const columns[] = {
-            "params", "batches", "indb_ms", "client_ms", "lua_json_ms", "reduction_vs_client", "speedup_vs_lua_json",
-            NULL};
+            "params",      "batches",   "indb_ms", "indb_server_ms", "client_ms", "lua_json_ms", "reduction_vs_client",
+            "speedup_vs_lua_json", NULL};
         bench_report_print(report, as_json, columns);
     }
     bench_report_free(report);
