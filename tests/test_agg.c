@@ -475,6 +475,7 @@ static void test_rules_against_references(void) {
         {32, 300, 7, DATA_NORMAL},   {33, 300, 7, DATA_NORMAL},   {40, 129, 9, DATA_TIES},
         {41, 257, 9, DATA_NORMAL},   {12, 70001, 2, DATA_NORMAL}, {41, 100, 2, DATA_TIES},
         {38, 300, 1, DATA_NORMAL}, /* Bulyan's theta > 32: the sort path */
+        {30, 2100, 6, DATA_NORMAL}, /* Gram of n > 24: lanes summed per block, 3 blocks */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         check_case(&cases[i], 100 + i, 0);
