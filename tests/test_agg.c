@@ -4,6 +4,7 @@
  * awkward sizes; the literature's behaviour under attack; preconditions,
  * parameter and workspace errors; non-finite inputs; thread-count
  * determinism; the report. */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -831,6 +832,30 @@ static void test_report_and_extras(void) {
     CHECK(worst_error(out, mean, 500, 1.0) < 1e-7);
     free(x);
     inputs_free(&in);
+
+    test_begin("agg_mean of the largest floats is finite (SPIRT.AVG relies on it)");
+    /* Every n up to AGG_MAX_INPUTS: all FLT_MAX, all -FLT_MAX, and FLT_MAX
+     * with one slightly smaller value (the sum is then inexact in double).
+     * The mean must be finite and, for identical inputs, exactly FLT_MAX. */
+    float *extremes = malloc(AGG_MAX_INPUTS * 64 * sizeof(float));
+    const float **extreme_rows = malloc(AGG_MAX_INPUTS * sizeof(float *));
+    for (size_t i = 0; i < AGG_MAX_INPUTS; i++) {
+        extreme_rows[i] = extremes + i * 64;
+        for (size_t c = 0; c < 64; c++)
+            extremes[i * 64 + c] = c < 32 ? FLT_MAX : -FLT_MAX;
+        if (i == 1) extremes[i * 64 + 5] = nextafterf(FLT_MAX, 0.0f);
+    }
+    int all_finite = 1, identical_exact = 1;
+    for (size_t count = 1; count <= AGG_MAX_INPUTS; count = count < 64 ? count + 1 : count * 2) {
+        float mean_out[64];
+        agg_mean(extreme_rows, count, 64, mean_out, 2);
+        for (size_t c = 0; c < 64; c++) all_finite &= isfinite(mean_out[c]) != 0;
+        identical_exact &= mean_out[0] == FLT_MAX && mean_out[40] == -FLT_MAX;
+    }
+    CHECK(all_finite);
+    CHECK(identical_exact);
+    free(extremes);
+    free(extreme_rows);
 
     test_begin("AGG_MAX_INPUTS inputs (selection path) for the coordinate-wise rules");
     Inputs many = inputs_make(AGG_MAX_INPUTS, 37, DATA_TIES, 51);
