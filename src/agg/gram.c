@@ -135,6 +135,29 @@ static void gather_block(GramContext *context, size_t begin, size_t length, size
             }
 }
 
+/* The next block's inputs, fetched while the tiles work on this block: one
+ * cache line per step of a tile kernel (8 coordinates of every pair of its
+ * rows), row after row. Gathering a block otherwise waits for memory with
+ * the multiply-add units idle, then computing leaves memory idle: the two
+ * did not overlap. Measured (median of 5-9, one thread): n = 20, d = 1M
+ * 15.6 -> 11.4 ms; n = 10, d = 10M 53.7 -> 46.5 ms; no change at n = 10,
+ * d = 1M, where the inputs come from the last-level cache. One line per
+ * step covers the block at n = 20 and ~60% of it at n = 10 (the hardware
+ * prefetcher does the rest); two per step measured no better. Into L2
+ * (T1) rather than L1, where the block's doubles live: the same speed. */
+typedef struct Prefetch {
+    const float *const *inputs;
+    size_t n, begin, end; /* the next block's coordinates; n: none */
+    size_t row, at;       /* the next line: inputs[row] + at */
+} Prefetch;
+
+static inline void prefetch_step(Prefetch *p) {
+    if (p->row >= p->n) return;
+    __builtin_prefetch(p->inputs[p->row] + p->at, 0, 2);
+    p->at += 16;
+    if (p->at >= p->end) p->at = p->begin, p->row++;
+}
+
 /* The two tile kernels, written with loops over compile-time tile sizes:
  * each is inlined at a call with constant sizes, the loops unroll fully and
  * the accumulator arrays become registers. `lanes` holds the tile's
@@ -144,7 +167,7 @@ static void gather_block(GramContext *context, size_t begin, size_t length, size
  * multiple of 8). */
 static inline __attribute__((always_inline)) void tile_off_diagonal(const double *a, const double *b, size_t stride,
                                                                     size_t length, AggD8 *lanes, const int rows_a,
-                                                                    const int rows_b) {
+                                                                    const int rows_b, Prefetch *pf) {
     AggD8 sum[GRAM_GROUP][GRAM_GROUP];
 #pragma GCC unroll 5
     for (int i = 0; i < rows_a; i++)
@@ -152,6 +175,7 @@ static inline __attribute__((always_inline)) void tile_off_diagonal(const double
         for (int j = 0; j < rows_b; j++) sum[i][j] = lanes[i * rows_b + j];
     for (size_t k = 0; k < length; k += 8) {
         AggD8 x[GRAM_GROUP];
+        prefetch_step(pf);
 #pragma GCC unroll 5
         for (int i = 0; i < rows_a; i++) x[i] = d8_load(a + (size_t)i * stride + k);
 #pragma GCC unroll 5
@@ -169,7 +193,7 @@ static inline __attribute__((always_inline)) void tile_off_diagonal(const double
 
 /* The pairs i <= j of rows a[0..rows). */
 static inline __attribute__((always_inline)) void tile_diagonal(const double *a, size_t stride, size_t length,
-                                                                AggD8 *lanes, const int rows) {
+                                                                AggD8 *lanes, const int rows, Prefetch *pf) {
     AggD8 sum[GRAM_GROUP][GRAM_GROUP];
     int pair = 0;
 #pragma GCC unroll 5
@@ -178,6 +202,7 @@ static inline __attribute__((always_inline)) void tile_diagonal(const double *a,
         for (int j = i; j < rows; j++) sum[i][j] = lanes[pair++];
     for (size_t k = 0; k < length; k += 8) {
         AggD8 x[GRAM_GROUP];
+        prefetch_step(pf);
 #pragma GCC unroll 5
         for (int i = 0; i < rows; i++) x[i] = d8_load(a + (size_t)i * stride + k);
 #pragma GCC unroll 5
@@ -199,24 +224,24 @@ static size_t tile_pairs(size_t rows_a, size_t rows_b, int diagonal) {
 /* One tile: group rows [i0, i0 + rows_a) against [j0, j0 + rows_b); off the
  * diagonal rows_a is always a full group (only the last group is short). */
 static void gram_tile(const double *buffer, size_t stride, size_t i0, size_t rows_a, size_t j0, size_t rows_b,
-                      size_t length, AggD8 *lanes) {
+                      size_t length, AggD8 *lanes, Prefetch *pf) {
     const double *a = buffer + i0 * stride, *b = buffer + j0 * stride;
     if (i0 == j0) {
         switch (rows_a) {
-        case 1: tile_diagonal(a, stride, length, lanes, 1); break;
-        case 2: tile_diagonal(a, stride, length, lanes, 2); break;
-        case 3: tile_diagonal(a, stride, length, lanes, 3); break;
-        case 4: tile_diagonal(a, stride, length, lanes, 4); break;
-        default: tile_diagonal(a, stride, length, lanes, 5); break;
+        case 1: tile_diagonal(a, stride, length, lanes, 1, pf); break;
+        case 2: tile_diagonal(a, stride, length, lanes, 2, pf); break;
+        case 3: tile_diagonal(a, stride, length, lanes, 3, pf); break;
+        case 4: tile_diagonal(a, stride, length, lanes, 4, pf); break;
+        default: tile_diagonal(a, stride, length, lanes, 5, pf); break;
         }
         return;
     }
     switch (rows_b) {
-    case 1: tile_off_diagonal(a, b, stride, length, lanes, GRAM_GROUP, 1); break;
-    case 2: tile_off_diagonal(a, b, stride, length, lanes, GRAM_GROUP, 2); break;
-    case 3: tile_off_diagonal(a, b, stride, length, lanes, GRAM_GROUP, 3); break;
-    case 4: tile_off_diagonal(a, b, stride, length, lanes, GRAM_GROUP, 4); break;
-    default: tile_off_diagonal(a, b, stride, length, lanes, GRAM_GROUP, GRAM_GROUP); break;
+    case 1: tile_off_diagonal(a, b, stride, length, lanes, GRAM_GROUP, 1, pf); break;
+    case 2: tile_off_diagonal(a, b, stride, length, lanes, GRAM_GROUP, 2, pf); break;
+    case 3: tile_off_diagonal(a, b, stride, length, lanes, GRAM_GROUP, 3, pf); break;
+    case 4: tile_off_diagonal(a, b, stride, length, lanes, GRAM_GROUP, 4, pf); break;
+    default: tile_off_diagonal(a, b, stride, length, lanes, GRAM_GROUP, GRAM_GROUP, pf); break;
     }
 }
 
@@ -237,11 +262,11 @@ static size_t group_rows(size_t n, size_t g0) { return n - g0 < GRAM_GROUP ? n -
  * the lanes stay in `lanes` (tile after tile) for the next block;
  * otherwise each tile is flushed into the partial at once. */
 static void block_tiles(const double *buffer, size_t stride, size_t n, size_t length, AggD8 *lanes, int keep,
-                        double *partial) {
+                        double *partial, Prefetch *pf) {
     for (size_t i0 = 0; i0 < n; i0 += GRAM_GROUP)
         for (size_t j0 = i0; j0 < n; j0 += GRAM_GROUP) {
             size_t rows_a = group_rows(n, i0), rows_b = group_rows(n, j0);
-            gram_tile(buffer, stride, i0, rows_a, j0, rows_b, length, lanes);
+            gram_tile(buffer, stride, i0, rows_a, j0, rows_b, length, lanes, pf);
             if (keep)
                 lanes += tile_pairs(rows_a, rows_b, i0 == j0);
             else
@@ -276,7 +301,12 @@ static void gram_range(void *argument, size_t chunk_begin, size_t chunk_end) {
         for (size_t block = begin; block < end; block += stride) {
             size_t length = end - block < stride ? end - block : stride;
             gather_block(context, block, length, stride, buffer, checks);
-            block_tiles(buffer, stride, n, (length + 7) & ~(size_t)7, lanes, keep, partial);
+            /* The next block of this chunk (the next chunk's first block is
+             * not fetched ahead: a chunk is 65536 coordinates or more). */
+            size_t next = block + stride < end ? block + stride : end;
+            size_t next_end = next + stride < end ? next + stride : end;
+            Prefetch pf = {context->inputs, next < end ? n : 0, next, next_end, 0, next};
+            block_tiles(buffer, stride, n, (length + 7) & ~(size_t)7, lanes, keep, partial, &pf);
         }
         if (keep) flush_all(lanes, n, partial);
     }
