@@ -833,6 +833,34 @@ static void test_report_and_extras(void) {
     free(x);
     inputs_free(&in);
 
+    test_begin("agg_mean of large vectors (streaming stores) vs plain stores and a reference");
+    /* From 8M floats the mean streams its output when out is 64-byte
+     * aligned; one float further in, the same call takes plain stores. */
+    size_t long_d = ((size_t)8 << 20) + 1000, long_n = 3;
+    float *long_data = malloc(long_n * long_d * sizeof(float));
+    float *long_out = aligned_alloc(64, (long_d + 16) * sizeof(float));
+    const float *long_rows[3];
+    SpirtRng long_rng;
+    rng_init(&long_rng, 77);
+    for (size_t k = 0; k < long_n * long_d; k++) long_data[k] = (float)rng_normal(&long_rng);
+    for (size_t i = 0; i < long_n; i++) long_rows[i] = long_data + i * long_d;
+    float *streamed = long_out, *plain = long_out + 1;
+    int long_ok = 1;
+    agg_mean(long_rows, long_n, long_d, streamed, 2);
+    for (size_t c = 0; c < long_d; c++) {
+        double sum = 0.0;
+        for (size_t i = 0; i < long_n; i++) sum += long_rows[i][c];
+        long_ok &= streamed[c] == (float)(sum * (1.0 / (double)long_n));
+    }
+    CHECKF(long_ok, "streamed mean differs from the double reference");
+    float *copy = malloc(long_d * sizeof(float));
+    memcpy(copy, streamed, long_d * sizeof(float));
+    agg_mean(long_rows, long_n, long_d, plain, 3);
+    CHECK(memcmp(copy, plain, long_d * sizeof(float)) == 0);
+    free(copy);
+    free(long_out);
+    free(long_data);
+
     test_begin("agg_mean of the largest floats is finite (SPIRT.AVG relies on it)");
     /* Every n up to AGG_MAX_INPUTS: all FLT_MAX, all -FLT_MAX, and FLT_MAX
      * with one slightly smaller value (the sum is then inexact in double).
