@@ -41,7 +41,6 @@
 
 #include "agg/agg_internal.h"
 #include "agg/simd.h"
-#include "spirt/parallel.h"
 
 /* Rows per register tile: a 5 x 5 tile keeps 25 accumulators, 5 loaded
  * rows and 1 more in the 32 vector registers of AVX-512, and does 25
@@ -89,7 +88,6 @@ size_t agg_gram_partials_bytes(size_t n, size_t d) { return agg_chunk_count(n, d
 typedef struct GramContext {
     const float *const *inputs;
     size_t n, d, chunk_length;
-    AggSlots *slots;
     double *partials;        /* chunk_count * n * n */
     atomic_size_t first_bad; /* lowest input index with a non-finite value */
 } GramContext;
@@ -283,10 +281,9 @@ static void flush_all(AggD8 *lanes, size_t n, double *partial) {
         }
 }
 
-static void gram_range(void *argument, size_t chunk_begin, size_t chunk_end) {
+static void gram_range(void *argument, void *scratch, size_t chunk_begin, size_t chunk_end) {
     GramContext *context = argument;
-    double *buffer = agg_slots_take(context->slots);
-    if (buffer == NULL) return;
+    double *buffer = scratch;
     size_t n = context->n, stride = block_length(n);
     unsigned char *after = (unsigned char *)buffer + agg_align64(n * stride * sizeof(double));
     AggF16 *checks = (AggF16 *)after;
@@ -315,11 +312,10 @@ static void gram_range(void *argument, size_t chunk_begin, size_t chunk_end) {
 size_t agg_gram(const float *const *inputs, size_t n, size_t d, int threads, AggSlots *slots, double *partials,
                 double *gram) {
     GramContext context = {.inputs = inputs, .n = n, .d = d, .chunk_length = agg_chunk_length(n, d),
-                           .slots = slots, .partials = partials};
+                           .partials = partials};
     atomic_init(&context.first_bad, n);
     size_t chunks = agg_chunk_count(n, d);
-    agg_slots_reset(slots);
-    parallel_for(chunks, 1, threads, gram_range, &context);
+    agg_share(chunks, 1, threads, slots, gram_range, &context);
     /* Chunks in order; only the upper triangle (tiles with j0 >= i0) holds
      * every pair, so mirror it. */
     for (size_t i = 0; i < n; i++)

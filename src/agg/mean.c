@@ -28,8 +28,9 @@
 #include "agg/simd.h"
 #include "spirt/parallel.h"
 
-/* Coordinates per parallel_for grain: whole pages of every row per range. */
-enum { MEAN_GRAIN = 4096 };
+/* Coordinates per piece of work (agg_share): whole pages of every row, and
+ * long enough runs for the prefetchers (64 KiB of each row). */
+enum { MEAN_GRAIN = 16384 };
 /* Outputs of this many bytes or more are streamed (see above): 8M floats. */
 #define STREAM_MIN_BYTES ((size_t)32 << 20)
 /* How far ahead rows are prefetched when streaming, in floats (8 KiB):
@@ -101,23 +102,24 @@ static void mean_tail16(const MeanContext *context, size_t begin, size_t lanes) 
     f16_store_partial(context->out + begin, d8_pair_to_f16(low * scale, high * scale), lanes);
 }
 
-static void mean_range(void *argument, size_t begin, size_t end) {
+static void mean_range(void *argument, void *scratch, size_t begin, size_t end) {
+    (void)scratch;
     const MeanContext *context = argument;
     size_t c = begin;
     for (; c + 64 <= end; c += 64) mean_block64(context, c);
     for (; c < end; c += 16) mean_tail16(context, c, end - c < 16 ? end - c : 16);
     /* Non-temporal stores are weakly ordered: make them visible before the
-     * range counts as done (parallel_for's join, the caller's next read). */
+     * piece counts as done (the pass's join, the caller's next read). */
     if (context->stream) f16_stream_fence();
 }
 
 void agg_mean_rows(const float *const *rows, size_t count, const double *weights, double inverse_divisor, size_t d,
                    float *out, int threads) {
-    /* Range starts are multiples of 64 floats: with a 64-byte aligned out,
+    /* Piece starts are multiples of 64 floats: with a 64-byte aligned out,
      * every mean_block64 writes whole aligned lines, as streaming needs. */
     int stream = d * sizeof(float) >= STREAM_MIN_BYTES && ((uintptr_t)out & 63) == 0;
     MeanContext context = {rows, count, weights, inverse_divisor, out, d, stream};
-    parallel_for(d, MEAN_GRAIN, threads, mean_range, &context);
+    agg_share(d, MEAN_GRAIN, threads, NULL, mean_range, &context);
 }
 
 void agg_mean(const float *const *inputs, size_t n, size_t d, float *out, int threads) {
