@@ -119,24 +119,6 @@ static AggJob *agg_job_new(size_t n) {
     return job;
 }
 
-/* Checks that every source exists, is a tensor and has the first one's
- * shape, then returns the borrowed tensors in `found`. */
-static int sources_or_reply(RedisModuleCtx *ctx, RedisModuleString **names, size_t n, SpirtTensor **found) {
-    for (size_t i = 0; i < n; i++) {
-        if (spirt_key_tensor_or_reply(ctx, names[i], "source", &found[i]) != REDISMODULE_OK) return REDISMODULE_ERR;
-        if (i > 0 && !tensor_shape_equal(&found[i]->shape, &found[0]->shape)) {
-            char a[80], b[80], shape_a[96], shape_b[96];
-            spirt_reply_error(ctx, "SHAPE", "source '%s' has shape %s but '%s' has %s",
-                              spirt_key_label(names[i], a, sizeof(a)),
-                              tensor_shape_format(&found[i]->shape, shape_a, sizeof(shape_a)),
-                              spirt_key_label(names[0], b, sizeof(b)),
-                              tensor_shape_format(&found[0]->shape, shape_b, sizeof(shape_b)));
-            return REDISMODULE_ERR;
-        }
-    }
-    return REDISMODULE_OK;
-}
-
 /* Takes the references and submits; the job owns everything afterwards. */
 static int submit(RedisModuleCtx *ctx, AggJob *job, RedisModuleString *destination, SpirtTensor **found, size_t n,
                   SpirtTensor *center) {
@@ -163,7 +145,7 @@ int spirt_command_avg(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
     size_t n = (size_t)argc - 2;
     if (n > AGG_MAX_INPUTS) return spirt_reply_error(ctx, "INVALID", "%zu sources: at most %d", n, AGG_MAX_INPUTS);
     SpirtTensor **found = RedisModule_Alloc(sizeof(SpirtTensor *) * n);
-    if (sources_or_reply(ctx, argv + 2, n, found) != REDISMODULE_OK) {
+    if (spirt_sources_or_reply(ctx, argv + 2, n, found) != REDISMODULE_OK) {
         RedisModule_Free(found);
         return REDISMODULE_OK;
     }
@@ -288,7 +270,7 @@ int spirt_command_agg(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
 
     SpirtTensor **found = RedisModule_Alloc(sizeof(SpirtTensor *) * n);
     SpirtTensor *center = NULL;
-    int ok = sources_or_reply(ctx, argv + first_source, n, found) == REDISMODULE_OK;
+    int ok = spirt_sources_or_reply(ctx, argv + first_source, n, found) == REDISMODULE_OK;
     if (ok && center_name) {
         ok = spirt_key_tensor_or_reply(ctx, center_name, "center", &center) == REDISMODULE_OK;
         if (ok && !tensor_shape_equal(&center->shape, &found[0]->shape)) {

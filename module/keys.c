@@ -150,6 +150,24 @@ int spirt_key_store(RedisModuleCtx *ctx, RedisModuleString *name, SpirtTensor *t
     return REDISMODULE_OK;
 }
 
+/* Checks that every source exists, is a tensor and has the first one's
+ * shape, then returns the borrowed tensors in `found`. */
+int spirt_sources_or_reply(RedisModuleCtx *ctx, RedisModuleString **names, size_t n, SpirtTensor **found) {
+    for (size_t i = 0; i < n; i++) {
+        if (spirt_key_tensor_or_reply(ctx, names[i], "source", &found[i]) != REDISMODULE_OK) return REDISMODULE_ERR;
+        if (i > 0 && !tensor_shape_equal(&found[i]->shape, &found[0]->shape)) {
+            char a[80], b[80], shape_a[96], shape_b[96];
+            spirt_reply_error(ctx, "SHAPE", "source '%s' has shape %s but '%s' has %s",
+                              spirt_key_label(names[i], a, sizeof(a)),
+                              tensor_shape_format(&found[i]->shape, shape_a, sizeof(shape_a)),
+                              spirt_key_label(names[0], b, sizeof(b)),
+                              tensor_shape_format(&found[0]->shape, shape_b, sizeof(shape_b)));
+            return REDISMODULE_ERR;
+        }
+    }
+    return REDISMODULE_OK;
+}
+
 /* --- Propagation ------------------------------------------------------------ */
 
 int spirt_dims_strings(const SpirtTensor *tensor, RedisModuleString **dims) {
