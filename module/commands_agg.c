@@ -259,14 +259,9 @@ int spirt_command_agg(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
         i += 2;
     }
     if (i + 1 >= argc) return spirt_reply_error(ctx, "INVALID", "missing SRC n src [src ...] (%s)", syntax);
-    long long announced;
-    if (spirt_parse_integer_or_reply(ctx, argv[i + 1], "SRC count", 1, AGG_MAX_INPUTS, &announced))
-        return REDISMODULE_OK;
-    int first_source = i + 2;
-    if ((long long)(argc - first_source) != announced)
-        return spirt_reply_error(ctx, "INVALID", "SRC announces %lld sources but %d follow", announced,
-                                 argc - first_source);
-    size_t n = (size_t)announced;
+    int first_source;
+    size_t n;
+    if (spirt_parse_sources_or_reply(ctx, argv, argc, i, &first_source, &n) != REDISMODULE_OK) return REDISMODULE_OK;
 
     SpirtTensor **found = RedisModule_Alloc(sizeof(SpirtTensor *) * n);
     SpirtTensor *center = NULL;

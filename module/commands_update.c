@@ -442,18 +442,14 @@ int spirt_command_avgupdate(RedisModuleCtx *ctx, RedisModuleString **argv, int a
     if (parse_options(ctx, argv, source_at, avgupdate_syntax, &config, &step, &state_name, &persist) !=
         REDISMODULE_OK)
         return REDISMODULE_OK;
-    long long announced;
-    if (spirt_parse_integer_or_reply(ctx, argv[source_at + 1], "SRC count", 1, AGG_MAX_INPUTS, &announced))
+    int first_source;
+    size_t n;
+    if (spirt_parse_sources_or_reply(ctx, argv, argc, source_at, &first_source, &n) != REDISMODULE_OK)
         return REDISMODULE_OK;
-    int first_source = source_at + 2;
-    if ((long long)(argc - first_source) != announced)
-        return spirt_reply_error(ctx, "INVALID", "SRC announces %lld sources but %d follow", announced,
-                                 argc - first_source);
     if (same_name(argv[1], argv[2]))
         return spirt_reply_error(ctx, "INVALID", "avg must be a key of its own, not the params key");
     SpirtTensor *params;
     if (spirt_key_tensor_or_reply(ctx, argv[1], "params", &params) != REDISMODULE_OK) return REDISMODULE_OK;
-    size_t n = (size_t)announced;
     SpirtTensor **found = RedisModule_Alloc(sizeof(SpirtTensor *) * n);
     int status = REDISMODULE_OK;
     if (spirt_sources_or_reply(ctx, argv + first_source, n, found) == REDISMODULE_OK)

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "spirt/agg.h"
 #include "spirt_module.h"
 
 /* --- Error replies ------------------------------------------------------- */
@@ -165,6 +166,20 @@ int spirt_sources_or_reply(RedisModuleCtx *ctx, RedisModuleString **names, size_
             return REDISMODULE_ERR;
         }
     }
+    return REDISMODULE_OK;
+}
+
+int spirt_parse_sources_or_reply(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, int at, int *first,
+                                 size_t *count) {
+    long long announced;
+    if (spirt_parse_integer_or_reply(ctx, argv[at + 1], "SRC count", 1, AGG_MAX_INPUTS, &announced))
+        return REDISMODULE_ERR;
+    if ((long long)(argc - at - 2) != announced) {
+        spirt_reply_error(ctx, "INVALID", "SRC announces %lld sources but %d follow", announced, argc - at - 2);
+        return REDISMODULE_ERR;
+    }
+    *first = at + 2;
+    *count = (size_t)announced;
     return REDISMODULE_OK;
 }
 

@@ -136,6 +136,13 @@ SpirtKeyState spirt_key_lookup(RedisModuleCtx *ctx, RedisModuleString *name, Spi
  * returns REDISMODULE_ERR. */
 int spirt_key_tensor_or_reply(RedisModuleCtx *ctx, RedisModuleString *name, const char *role, SpirtTensor **tensor);
 
+/* "SRC n key [key ...]" with argv[at] the SRC and the keys running to the
+ * end of argv: n must be 1..AGG_MAX_INPUTS and match the keys given. Sets
+ * *first (the first key's index) and *count, or replies INVALID and
+ * returns REDISMODULE_ERR. argv[at + 1] must exist. */
+int spirt_parse_sources_or_reply(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, int at, int *first,
+                                 size_t *count);
+
 /* Sources of an aggregation: every names[i] must hold a tensor of
  * names[0]'s shape. On success found[0..n) are borrowed as above;
  * otherwise replies (NOKEY, WRONGTYPE, or SHAPE naming both shapes) and

@@ -836,7 +836,7 @@ static void test_report_and_extras(void) {
     test_begin("agg_mean of large vectors (streaming stores) vs plain stores and a reference");
     /* From 8M floats the mean streams its output when out is 64-byte
      * aligned; one float further in, the same call takes plain stores. */
-    size_t long_d = ((size_t)8 << 20) + 1000, long_n = 3;
+    size_t long_d = ((size_t)8 << 20) + 1008, long_n = 3; /* (long_d + 16) * 4: a multiple of 64 */
     float *long_data = malloc(long_n * long_d * sizeof(float));
     float *long_out = aligned_alloc(64, (long_d + 16) * sizeof(float));
     const float *long_rows[3];

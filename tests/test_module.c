@@ -387,7 +387,7 @@ static void test_avgupdate(redisContext *c) {
         redisReply *gone = module_test_command(c, "DEL", "fu:s-fused", "fu:s-pair", NULL);
         if (gone) freeReplyObject(gone);
         for (int t = 1; t <= 2; t++) {
-            char step[8];
+            char step[16];
             snprintf(step, sizeof(step), "%d", t);
             /* The second step averages the parameters too: sources are
              * read as they were when the command started. */
