@@ -2,15 +2,20 @@
 
 The same aggregation rules as src/agg, written the way one writes them with
 NumPy (one (n, d) float32 array, vectorised calls), on the very data spirt
-aggregated: spirt writes the inputs and its own results to files, this script
-times each rule, checks its result against spirt's, and prints one JSON object:
-  {"rules": {RULE: {"numpy_ms": ..., "match": bool, "max_diff": ...,
-                    "tolerance": ..., "iterations": ..., "note": ...}}}
+aggregated. It runs as a server driven by `spirt bench agg`, so that spirt's
+and NumPy's timed runs can alternate (a burst of other work on a shared
+machine then hits both alike):
 
-usage: agg_numpy.py INPUTS.f32 N D F RULES REPEATS OUT_PREFIX
+usage: agg_numpy.py INPUTS.f32 N D F OUT_PREFIX
   INPUTS.f32   n * d float32 values, row-major (input i is row i)
-  RULES        comma-separated rule names
   OUT_PREFIX   spirt's result for RULE is OUT_PREFIX-RULE.f32 (d float32)
+
+It loads the inputs, prints {"ready": true, "numpy": VERSION}, then answers
+each line of stdin with one line of JSON:
+  run RULE     times one run of RULE: {"numpy_ms": ..., "iterations": ...}
+  check RULE   compares its last result of RULE with spirt's file:
+               {"match": bool, "max_diff": ..., "tolerance": ...}
+until end of input.
 
 Parameters match spirt's defaults: trim = f, m = n - f, geomed nu = 1e-6 and
 tolerance = 1e-6 relative to the spread (mean distance to the mean), at most
@@ -137,29 +142,38 @@ TOLERANCE = {"mean": 1e-5, "median": 1e-6, "trimmed-mean": 1e-5, "krum": 1e-6, "
              "bulyan": 1e-5, "geomed": 1e-3, "cclip": 1e-4}
 
 
+def reply(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
 def main():
-    path, n, d, f, rules, repeats, out_prefix = sys.argv[1:8]
-    n, d, f, repeats = int(n), int(d), int(f), int(repeats)
+    path, n, d, f, out_prefix = sys.argv[1:6]
+    n, d, f = int(n), int(d), int(f)
     x = np.fromfile(path, dtype=np.float32, count=n * d).reshape(n, d)
     magnitude = float(np.abs(x).max())
-    results = {}
-    for name in rules.split(","):
-        rule = RULES[name]
-        times = []
-        for repeat in range(repeats):
+    last = {}
+    reply({"ready": True, "numpy": np.__version__})
+    for line in sys.stdin:
+        words = line.split()
+        if len(words) != 2 or words[1] not in RULES:
+            reply({"error": f"bad request {line.strip()!r}"})
+            continue
+        verb, name = words
+        if verb == "run":
             start = time.perf_counter()
-            out, info = rule(x, f)
-            times.append((time.perf_counter() - start) * 1e3)
-            if times[-1] > 3000:  # slow rules: one timed run is enough
-                break
-        mine = np.fromfile(f"{out_prefix}-{name}.f32", dtype=np.float32, count=d)
-        max_diff = float(np.abs(mine.astype(np.float64) - np.asarray(out, dtype=np.float64)).max())
-        tolerance = TOLERANCE[name] * magnitude
-        entry = {"numpy_ms": float(np.median(times)), "runs": len(times), "max_diff": max_diff,
-                 "tolerance": tolerance, "match": bool(max_diff <= tolerance)}
-        entry.update(info)
-        results[name] = entry
-    print(json.dumps({"rules": results, "numpy": np.__version__}))
+            out, info = RULES[name](x, f)
+            entry = {"numpy_ms": (time.perf_counter() - start) * 1e3}
+            last[name] = out
+            entry.update(info)
+            reply(entry)
+        elif verb == "check" and name in last:
+            mine = np.fromfile(f"{out_prefix}-{name}.f32", dtype=np.float32, count=d)
+            max_diff = float(np.abs(mine.astype(np.float64) - np.asarray(last[name], dtype=np.float64)).max())
+            tolerance = TOLERANCE[name] * magnitude
+            reply({"max_diff": max_diff, "tolerance": tolerance, "match": bool(max_diff <= tolerance)})
+        else:
+            reply({"error": f"bad request {line.strip()!r}"})
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "spirt/agg.h"
 #include "spirt_module.h"
 
 /* --- Error replies ------------------------------------------------------- */
@@ -147,6 +148,38 @@ int spirt_key_store(RedisModuleCtx *ctx, RedisModuleString *name, SpirtTensor *t
     /* So that a client can wait for a key to be written (a peer's
      * published average, say) without polling. */
     RedisModule_NotifyKeyspaceEvent(ctx, REDISMODULE_NOTIFY_MODULE, event, name);
+    return REDISMODULE_OK;
+}
+
+/* Checks that every source exists, is a tensor and has the first one's
+ * shape, then returns the borrowed tensors in `found`. */
+int spirt_sources_or_reply(RedisModuleCtx *ctx, RedisModuleString **names, size_t n, SpirtTensor **found) {
+    for (size_t i = 0; i < n; i++) {
+        if (spirt_key_tensor_or_reply(ctx, names[i], "source", &found[i]) != REDISMODULE_OK) return REDISMODULE_ERR;
+        if (i > 0 && !tensor_shape_equal(&found[i]->shape, &found[0]->shape)) {
+            char a[80], b[80], shape_a[96], shape_b[96];
+            spirt_reply_error(ctx, "SHAPE", "source '%s' has shape %s but '%s' has %s",
+                              spirt_key_label(names[i], a, sizeof(a)),
+                              tensor_shape_format(&found[i]->shape, shape_a, sizeof(shape_a)),
+                              spirt_key_label(names[0], b, sizeof(b)),
+                              tensor_shape_format(&found[0]->shape, shape_b, sizeof(shape_b)));
+            return REDISMODULE_ERR;
+        }
+    }
+    return REDISMODULE_OK;
+}
+
+int spirt_parse_sources_or_reply(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, int at, int *first,
+                                 size_t *count) {
+    long long announced;
+    if (spirt_parse_integer_or_reply(ctx, argv[at + 1], "SRC count", 1, AGG_MAX_INPUTS, &announced))
+        return REDISMODULE_ERR;
+    if ((long long)(argc - at - 2) != announced) {
+        spirt_reply_error(ctx, "INVALID", "SRC announces %lld sources but %d follow", announced, argc - at - 2);
+        return REDISMODULE_ERR;
+    }
+    *first = at + 2;
+    *count = (size_t)announced;
     return REDISMODULE_OK;
 }
 

@@ -101,6 +101,11 @@ static RedisModuleCommandKeySpec agg_keys[] = {
     {0}};
 static RedisModuleCommandKeySpec update_keys[] = {
     SPEC_AT(KEY_READ_WRITE, 1), SPEC_AT(KEY_READ, 2), SPEC_AFTER(KEY_READ_WRITE, "STATE", 5), {0}};
+static RedisModuleCommandKeySpec avgupdate_keys[] = {
+    SPEC_AT(KEY_READ_WRITE, 1), SPEC_AT(KEY_OVERWRITE, 2), SPEC_AFTER(KEY_READ_WRITE, "STATE", 5),
+    {.flags = KEY_READ, .begin_search_type = REDISMODULE_KSPEC_BS_KEYWORD, .bs.keyword = {"SRC", 5},
+     .find_keys_type = REDISMODULE_KSPEC_FK_KEYNUM, .fk.keynum = {0, 1, 1}},
+    {0}};
 
 typedef struct CommandEntry {
     const char *name;
@@ -126,6 +131,8 @@ static const CommandEntry commands[] = {
      "Robust aggregation: SPIRT.AGG dst RULE name [param value ...] SRC n src [src ...]"},
     {"spirt.update", spirt_command_update, "write deny-oom", 1, 2, 1, -7, update_keys,
      "Optimizer step: SPIRT.UPDATE params grad OPT name LR x [options] [STATE key]"},
+    {"spirt.avgupdate", spirt_command_avgupdate, "write deny-oom", 1, 2, 1, -10, avgupdate_keys,
+     "SPIRT.AVG then SPIRT.UPDATE in one pass: SPIRT.AVGUPDATE params avg OPT name LR x [options] SRC n src ..."},
 };
 
 static int register_commands(RedisModuleCtx *ctx) {

@@ -12,7 +12,7 @@
  *   jobs.c              running a command inline or on a worker thread
  *   commands_tensor.c   SPIRT.TSET, SPIRT.TGET, SPIRT.INFO, SPIRT.MINFO
  *   commands_agg.c      SPIRT.AVG, SPIRT.AGG
- *   commands_update.c   SPIRT.UPDATE
+ *   commands_update.c   SPIRT.UPDATE, SPIRT.AVGUPDATE
  * docs/module.md is the user's reference for every command.
  *
  * The one invariant everything relies on: a tensor that a key holds is never
@@ -136,6 +136,19 @@ SpirtKeyState spirt_key_lookup(RedisModuleCtx *ctx, RedisModuleString *name, Spi
  * returns REDISMODULE_ERR. */
 int spirt_key_tensor_or_reply(RedisModuleCtx *ctx, RedisModuleString *name, const char *role, SpirtTensor **tensor);
 
+/* "SRC n key [key ...]" with argv[at] the SRC and the keys running to the
+ * end of argv: n must be 1..AGG_MAX_INPUTS and match the keys given. Sets
+ * *first (the first key's index) and *count, or replies INVALID and
+ * returns REDISMODULE_ERR. argv[at + 1] must exist. */
+int spirt_parse_sources_or_reply(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, int at, int *first,
+                                 size_t *count);
+
+/* Sources of an aggregation: every names[i] must hold a tensor of
+ * names[0]'s shape. On success found[0..n) are borrowed as above;
+ * otherwise replies (NOKEY, WRONGTYPE, or SHAPE naming both shapes) and
+ * returns REDISMODULE_ERR. */
+int spirt_sources_or_reply(RedisModuleCtx *ctx, RedisModuleString **names, size_t n, SpirtTensor **found);
+
 /* Stores `tensor` in `name` (whatever the key held before, like SET) and
  * sends the keyspace event `event` (e.g. "spirt.avg", class 'd' of
  * notify-keyspace-events). Takes over the caller's reference, also on
@@ -202,5 +215,6 @@ int spirt_command_minfo(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 int spirt_command_avg(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int spirt_command_agg(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int spirt_command_update(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int spirt_command_avgupdate(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 
 #endif /* SPIRT_MODULE_H */

@@ -4,6 +4,7 @@
  * awkward sizes; the literature's behaviour under attack; preconditions,
  * parameter and workspace errors; non-finite inputs; thread-count
  * determinism; the report. */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -475,6 +476,7 @@ static void test_rules_against_references(void) {
         {32, 300, 7, DATA_NORMAL},   {33, 300, 7, DATA_NORMAL},   {40, 129, 9, DATA_TIES},
         {41, 257, 9, DATA_NORMAL},   {12, 70001, 2, DATA_NORMAL}, {41, 100, 2, DATA_TIES},
         {38, 300, 1, DATA_NORMAL}, /* Bulyan's theta > 32: the sort path */
+        {30, 2100, 6, DATA_NORMAL}, /* Gram of n > 24: lanes summed per block, 3 blocks */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         check_case(&cases[i], 100 + i, 0);
@@ -830,6 +832,58 @@ static void test_report_and_extras(void) {
     CHECK(worst_error(out, mean, 500, 1.0) < 1e-7);
     free(x);
     inputs_free(&in);
+
+    test_begin("agg_mean of large vectors (streaming stores) vs plain stores and a reference");
+    /* From 8M floats the mean streams its output when out is 64-byte
+     * aligned; one float further in, the same call takes plain stores. */
+    size_t long_d = ((size_t)8 << 20) + 1008, long_n = 3; /* (long_d + 16) * 4: a multiple of 64 */
+    float *long_data = malloc(long_n * long_d * sizeof(float));
+    float *long_out = aligned_alloc(64, (long_d + 16) * sizeof(float));
+    const float *long_rows[3];
+    SpirtRng long_rng;
+    rng_init(&long_rng, 77);
+    for (size_t k = 0; k < long_n * long_d; k++) long_data[k] = (float)rng_normal(&long_rng);
+    for (size_t i = 0; i < long_n; i++) long_rows[i] = long_data + i * long_d;
+    float *streamed = long_out, *plain = long_out + 1;
+    int long_ok = 1;
+    agg_mean(long_rows, long_n, long_d, streamed, 2);
+    for (size_t c = 0; c < long_d; c++) {
+        double sum = 0.0;
+        for (size_t i = 0; i < long_n; i++) sum += long_rows[i][c];
+        long_ok &= streamed[c] == (float)(sum * (1.0 / (double)long_n));
+    }
+    CHECKF(long_ok, "streamed mean differs from the double reference");
+    float *copy = malloc(long_d * sizeof(float));
+    memcpy(copy, streamed, long_d * sizeof(float));
+    agg_mean(long_rows, long_n, long_d, plain, 3);
+    CHECK(memcmp(copy, plain, long_d * sizeof(float)) == 0);
+    free(copy);
+    free(long_out);
+    free(long_data);
+
+    test_begin("agg_mean of the largest floats is finite (SPIRT.AVG relies on it)");
+    /* Every n up to AGG_MAX_INPUTS: all FLT_MAX, all -FLT_MAX, and FLT_MAX
+     * with one slightly smaller value (the sum is then inexact in double).
+     * The mean must be finite and, for identical inputs, exactly FLT_MAX. */
+    float *extremes = malloc(AGG_MAX_INPUTS * 64 * sizeof(float));
+    const float **extreme_rows = malloc(AGG_MAX_INPUTS * sizeof(float *));
+    for (size_t i = 0; i < AGG_MAX_INPUTS; i++) {
+        extreme_rows[i] = extremes + i * 64;
+        for (size_t c = 0; c < 64; c++)
+            extremes[i * 64 + c] = c < 32 ? FLT_MAX : -FLT_MAX;
+        if (i == 1) extremes[i * 64 + 5] = nextafterf(FLT_MAX, 0.0f);
+    }
+    int all_finite = 1, identical_exact = 1;
+    for (size_t count = 1; count <= AGG_MAX_INPUTS; count = count < 64 ? count + 1 : count * 2) {
+        float mean_out[64];
+        agg_mean(extreme_rows, count, 64, mean_out, 2);
+        for (size_t c = 0; c < 64; c++) all_finite &= isfinite(mean_out[c]) != 0;
+        identical_exact &= mean_out[0] == FLT_MAX && mean_out[40] == -FLT_MAX;
+    }
+    CHECK(all_finite);
+    CHECK(identical_exact);
+    free(extremes);
+    free(extreme_rows);
 
     test_begin("AGG_MAX_INPUTS inputs (selection path) for the coordinate-wise rules");
     Inputs many = inputs_make(AGG_MAX_INPUTS, 37, DATA_TIES, 51);

@@ -7,8 +7,9 @@
  *   - the RDB loader refuses malformed payloads: DUMP/RESTORE runs the same
  *     rdb_load as loading a file, so crafted payloads (with a valid CRC64)
  *     test every check without stopping the server;
- *   - replication: AVG, AGG and UPDATE on a master (inline and on worker
- *     threads) give bit-identical tensors on its replica after WAIT.
+ *   - replication: AVG, AGG, UPDATE and AVGUPDATE on a master (inline and
+ *     on worker threads) give bit-identical tensors on its replica after
+ *     WAIT.
  *
  * SPIRT_TEST_LABELS: db */
 #include <float.h>
@@ -21,8 +22,9 @@
 #include "spirt/clock.h"
 #include "test.h"
 
-static const char *const tensor_keys[] = {"p:vector", "p:matrix", "p:cube",  "p:four",    "p:special", "p:avg",
-                                          "p:agg",    "p:params", "p:state", "p:big-avg", "p:big-agg"};
+static const char *const tensor_keys[] = {"p:vector",    "p:matrix",   "p:cube",    "p:four",      "p:special",
+                                          "p:avg",       "p:agg",      "p:params",  "p:state",     "p:big-avg",
+                                          "p:big-agg",   "p:big-mean", "p:big-params", "p:big-state"};
 enum { KEY_COUNT = sizeof(tensor_keys) / sizeof(tensor_keys[0]) };
 
 typedef struct Snapshot {
@@ -62,6 +64,12 @@ static void populate(redisContext *c) {
     CHECK(module_test_ok(c, "SPIRT.AVG", "p:big-avg", "p:big-1", "p:big-2", NULL));
     CHECK(module_test_ok(c, "SPIRT.AGG", "p:big-agg", "RULE", "geomed", "SRC", "3", "p:big-1", "p:big-2", "p:big-avg",
                          NULL));
+    /* AVGUPDATE writes three keys: the mean, the parameters, the state. */
+    redisReply *copied = module_test_command(c, "COPY", "p:big-agg", "p:big-params", "REPLACE", NULL);
+    CHECK(copied && copied->type == REDIS_REPLY_INTEGER && copied->integer == 1);
+    if (copied) freeReplyObject(copied);
+    CHECK(module_test_ok(c, "SPIRT.AVGUPDATE", "p:big-params", "p:big-mean", "OPT", "momentum", "LR", "0.1", "STATE",
+                         "p:big-state", "SRC", "2", "p:big-1", "p:big-2", NULL));
 }
 
 static void take_snapshot(redisContext *c, Snapshot *snapshot) {

@@ -2,7 +2,8 @@
  * redis-server: the server answers other clients while a long command runs
  * (ordering asserted, not timed), a command computes on the values its
  * sources had when it started even if they are overwritten meanwhile, an
- * UPDATE whose parameters were replaced under it writes nothing, a client
+ * UPDATE or AVGUPDATE whose parameters were replaced under it writes
+ * nothing, a client
  * that disconnects mid-command leaves nothing behind, and many concurrent
  * commands all complete.
  *
@@ -150,8 +151,11 @@ static void test_snapshot_semantics(const TestRedis *server) {
     redisFree(other);
 }
 
-static void test_update_conflict(const TestRedis *server) {
-    test_begin("an UPDATE whose parameters are replaced while it runs writes nothing (CONFLICT)");
+/* UPDATE, or AVGUPDATE (`fused`), whose parameters are replaced while it
+ * runs: nothing is written (for AVGUPDATE, not even the average). */
+static void test_update_conflict(const TestRedis *server, int fused) {
+    test_begin(fused ? "an AVGUPDATE whose parameters are replaced while it runs writes nothing (CONFLICT)"
+                     : "an UPDATE whose parameters are replaced while it runs writes nothing (CONFLICT)");
     redisContext *worker, *other;
     if (!open_pair(server, &worker, &other)) return;
     /* Big enough that the step is still running when TSET arrives; retried
@@ -160,11 +164,17 @@ static void test_update_conflict(const TestRedis *server) {
     for (size_t count = 4000000; count <= 16000000 && !caught; count *= 2) {
         store_random(other, "conflict:p", count, 30);
         store_random(other, "conflict:g", count, 31);
-        redisReply *gone = module_test_command(other, "DEL", "conflict:state", NULL);
+        redisReply *gone = module_test_command(other, "DEL", "conflict:state", "conflict:avg", NULL);
         if (gone) freeReplyObject(gone);
         const char *argv[] = {"SPIRT.UPDATE", "conflict:p", "conflict:g", "OPT",   "adam",          "LR",
                               "0.1",          "STEP",       "1",          "STATE", "conflict:state"};
-        redisAppendCommandArgv(worker, 11, argv, NULL);
+        const char *fused_argv[] = {"SPIRT.AVGUPDATE", "conflict:p", "conflict:avg", "OPT",          "adam",
+                                    "LR",              "0.1",        "STEP",         "1",            "STATE",
+                                    "conflict:state",  "SRC",        "2",            "conflict:g", "conflict:g"};
+        if (fused)
+            redisAppendCommandArgv(worker, 15, fused_argv, NULL);
+        else
+            redisAppendCommandArgv(worker, 11, argv, NULL);
         int done = 0;
         while (!done) redisBufferWrite(worker, &done);
         int blocked = 0;
@@ -181,7 +191,7 @@ static void test_update_conflict(const TestRedis *server) {
             float *params = module_test_tget(other, "conflict:p", &got_count);
             CHECK(params && got_count == 3 && memcmp(params, replacement, sizeof(replacement)) == 0);
             free(params);
-            redisReply *state = module_test_command(other, "EXISTS", "conflict:state", NULL);
+            redisReply *state = module_test_command(other, "EXISTS", "conflict:state", "conflict:avg", NULL);
             CHECK(state && state->integer == 0);
             if (state) freeReplyObject(state);
         } else if (blocked) {
@@ -190,7 +200,7 @@ static void test_update_conflict(const TestRedis *server) {
         }
         if (reply) freeReplyObject(reply);
     }
-    CHECKF(caught, "never caught an UPDATE in flight");
+    CHECKF(caught, "never caught an %s in flight", fused ? "AVGUPDATE" : "UPDATE");
     redisFree(worker);
     redisFree(other);
 }
@@ -333,7 +343,8 @@ int main(void) {
     if (module_test_start(&server, threaded, NULL, 0, NULL) != 0) return 1;
     test_ping_during_agg(&server);
     test_snapshot_semantics(&server);
-    test_update_conflict(&server);
+    test_update_conflict(&server, 0);
+    test_update_conflict(&server, 1);
     test_disconnect(&server);
     test_many_concurrent(&server);
     test_notifications(&server);

@@ -46,8 +46,10 @@
  * Across machines it can differ in the last bits where the compiler targets
  * different instruction sets (fused multiply-add in the distance kernel).
  *
- * Threads: parallel_for threads started per call (config->threads); no BLAS
- * is called, so OpenBLAS's process-wide thread count is neither needed nor
+ * Threads: config->threads threads started per call (parallel_for), each
+ * taking the next piece of a pass when it is free, so a core that other work
+ * keeps busy does not hold a pass back (results do not change); no BLAS is
+ * called, so OpenBLAS's process-wide thread count is neither needed nor
  * changed (this runs inside redis-server, on a worker thread).
  *
  * Inputs must be finite: agg_run refuses NaN and infinities (naming the

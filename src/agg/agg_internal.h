@@ -12,17 +12,20 @@
  *   network.c    sorting/selection networks (compare-exchange lists)
  *   order.c      coordinate-wise median, trimmed mean, Bulyan's last step
  *   weiszfeld.c  the fused combine pass of geometric median and centered clipping
+ *   share.c      work sharing: a pass's pieces go to whichever thread is free
  *
  * Threads and determinism. Work over coordinates is split into blocks of
  * AGG_BLOCK coordinates (per-coordinate kernels) and reductions over d into
  * chunks of agg_chunk_length(n, d) coordinates whose boundaries depend only
  * on n and d; a chunk is always reduced by one thread in one order and the
  * chunks' partial results are added in chunk order afterwards. So every
- * result is the same for any thread count.
+ * result is the same for any thread count. Passes hand their pieces to
+ * whichever thread is free next (agg_share), which keeps a shared machine's
+ * busy core from holding a pass back and changes no result.
  *
  * No allocation: each parallel pass takes per-thread scratch "slots" carved
- * out of the caller's workspace; a thread running a range takes the next
- * free slot (parallel_for runs at most `threads` ranges per call). */
+ * out of the caller's workspace; each of a pass's threads takes the next
+ * free slot once (agg_share runs at most slot_count threads). */
 #ifndef SPIRT_AGG_INTERNAL_H
 #define SPIRT_AGG_INTERNAL_H
 
@@ -64,6 +67,15 @@ static inline void *agg_slots_take(AggSlots *slots) {
     if (slot >= slots->slot_count) return NULL;
     return slots->base + (size_t)slot * slots->slot_bytes;
 }
+
+/* Runs body(context, scratch, begin, end) over [0, count) in pieces of
+ * `grain` units (the last one shorter), on up to `threads` threads (<= 0:
+ * parallel_default_threads()), each piece on whichever thread is free
+ * next. Each thread takes one slot of `slots` for all its pieces and
+ * passes it as `scratch` (slots NULL: scratch is NULL). Returns when every
+ * piece is done. */
+typedef void (*AggShareBody)(void *context, void *scratch, size_t begin, size_t end);
+void agg_share(size_t count, size_t grain, int threads, AggSlots *slots, AggShareBody body, void *context);
 
 /* Coordinates per reduction chunk for n inputs of d floats: a multiple of
  * AGG_BLOCK, at least AGG_CHUNK_MIN, and large enough that the Gram

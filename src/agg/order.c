@@ -18,14 +18,12 @@
  * found with vector compares, no per-lane indexing. */
 #include "agg/agg_internal.h"
 #include "agg/simd.h"
-#include "spirt/parallel.h"
 
 typedef struct OrderContext {
     const AggSource *source;
     AggOrderKind kind;
     size_t trim;
     float *out;
-    AggSlots *slots;
     const AggNetwork *network; /* NULL: per-coordinate selection */
 } OrderContext;
 
@@ -123,11 +121,10 @@ static double selection_result(const OrderContext *context, double *values) {
     return sum * (1.0 / (double)beta);
 }
 
-static void order_range(void *argument, size_t begin, size_t end) {
+static void order_range(void *argument, void *slot, size_t begin, size_t end) {
     const OrderContext *context = argument;
     const AggSource *source = context->source;
-    unsigned char *scratch = agg_slots_take(context->slots);
-    if (scratch == NULL) return;
+    unsigned char *scratch = slot;
     double *values = (double *)(scratch + agg_source_scratch_bytes(source->count, source->mixing != NULL));
     for (size_t block = begin; block < end; block += AGG_BLOCK) {
         size_t length = end - block < AGG_BLOCK ? end - block : AGG_BLOCK;
@@ -169,13 +166,13 @@ static void order_labels(AggOrderKind kind, size_t count, size_t trim, unsigned 
 
 void agg_order_pass(const AggSource *source, AggOrderKind kind, size_t trim, float *out, int threads, AggSlots *slots) {
     AggNetwork network;
-    OrderContext context = {source, kind, trim, out, slots, NULL};
+    OrderContext context = {source, kind, trim, out, NULL};
     if (source->count <= AGG_NETWORK_MAX_WIRES) {
         unsigned char labels[AGG_NETWORK_MAX_WIRES];
         order_labels(kind, source->count, trim, labels);
         agg_network_build(&network, source->count, labels);
         context.network = &network;
     }
-    agg_slots_reset(slots);
-    parallel_for(source->d, AGG_BLOCK, threads, order_range, &context);
+    /* Pieces of 16 blocks: enough to share out, each a handful of pages. */
+    agg_share(source->d, 16 * AGG_BLOCK, threads, slots, order_range, &context);
 }

@@ -44,6 +44,23 @@ static inline AggF16 f16_load(const float *p) {
 
 static inline void f16_store(float *p, AggF16 v) { memcpy(p, &v, sizeof(v)); }
 
+/* A store that bypasses the caches (p 64-byte aligned), for output that
+ * will not be read back soon; f16_stream_fence() after the last one orders
+ * them before whatever the thread does next. A plain store elsewhere. */
+static inline void f16_stream(float *p, AggF16 v) {
+#if defined(__AVX512F__)
+    _mm512_stream_ps(p, (__m512)v);
+#else
+    f16_store(p, v);
+#endif
+}
+
+static inline void f16_stream_fence(void) {
+#if defined(__AVX512F__)
+    _mm_sfence();
+#endif
+}
+
 /* The first `count` (< 16) floats at p, the other lanes 0. */
 static inline AggF16 f16_load_partial(const float *p, size_t count) {
     AggF16 v = {0};

@@ -19,7 +19,6 @@
 
 #include "agg/agg_internal.h"
 #include "agg/simd.h"
-#include "spirt/parallel.h"
 
 typedef struct CombineContext {
     const AggSource *source;
@@ -28,7 +27,6 @@ typedef struct CombineContext {
     const double *row_weights;
     double inverse_divisor;
     float *next;
-    AggSlots *slots;
     double *partials; /* per chunk: count distances, change, norm */
     size_t chunk_length;
 } CombineContext;
@@ -79,11 +77,10 @@ static void combine_group(const CombineContext *context, const float **rows, siz
 #undef LOAD
 }
 
-static void combine_range(void *argument, size_t chunk_begin, size_t chunk_end) {
+static void combine_range(void *argument, void *slot, size_t chunk_begin, size_t chunk_end) {
     const CombineContext *context = argument;
     const AggSource *source = context->source;
-    unsigned char *scratch = agg_slots_take(context->slots);
-    if (scratch == NULL) return;
+    unsigned char *scratch = slot;
     size_t count = source->count;
     AggD8 *distances = (AggD8 *)(scratch + agg_source_scratch_bytes(count, source->mixing != NULL));
     for (size_t chunk = chunk_begin; chunk < chunk_end; chunk++) {
@@ -108,11 +105,10 @@ void agg_combine_pass(const AggSource *source, double previous_weight, const flo
                       const double *row_weights, double inverse_divisor, float *next, int threads, AggSlots *slots,
                       double *partials, double *distances2, double *change2, double *norm2) {
     size_t count = source->count;
-    CombineContext context = {source, previous_weight, previous, row_weights, inverse_divisor, next, slots, partials,
+    CombineContext context = {source, previous_weight, previous, row_weights, inverse_divisor, next, partials,
                               agg_chunk_length(count, source->d)};
     size_t chunks = agg_chunk_count(count, source->d);
-    agg_slots_reset(slots);
-    parallel_for(chunks, 1, threads, combine_range, &context);
+    agg_share(chunks, 1, threads, slots, combine_range, &context);
     for (size_t j = 0; j < count + 2; j++) {
         double sum = 0.0;
         for (size_t chunk = 0; chunk < chunks; chunk++) sum += partials[chunk * (count + 2) + j];

@@ -2,6 +2,7 @@
 #include "cli/bench.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,15 @@ void bench_report_note(BenchReport *report, const char *format, ...) {
     vsnprintf(line, sizeof(line), format, args);
     va_end(args);
     json_array_append_new(report->notes, json_string(line));
+}
+
+void bench_report_note_load(BenchReport *report, const char *when) {
+    double load[3];
+    if (getloadavg(load, 3) == 3)
+        bench_report_note(report, "load average %s: %.2f %.2f %.2f (1, 5, 15 min; %ld CPUs)", when, load[0], load[1],
+                          load[2], sysconf(_SC_NPROCESSORS_ONLN));
+    else
+        bench_report_note(report, "load average %s: unknown", when);
 }
 
 static void format_cell(const json_t *value, char *out, size_t size) {
@@ -142,31 +152,94 @@ const char *bench_source_path(char *buffer, size_t size, const char *relative) {
     return buffer;
 }
 
-/* Runs argv (argv[0] a path) to its end with its stdout collected: a new
- * NUL-terminated string the caller frees. *exit_status receives its exit
- * status (-1 if it did not exit normally). */
-static char *run_capturing(const char *const *argv, int *exit_status, SpirtError *error) {
-    int pipe_fds[2];
-    if (pipe(pipe_fds) != 0) {
+/* Starts argv (argv[0] a path, NULL-terminated) with its stdout on
+ * *from_child and, if to_child is not NULL, its stdin on *to_child (both
+ * file descriptors the caller closes). The child's pid, or -1 with an error. */
+static pid_t start_process(const char *const *argv, int *from_child, int *to_child, SpirtError *error) {
+    int out_fds[2], in_fds[2] = {-1, -1};
+    if (pipe(out_fds) != 0) {
         spirt_error_set(error, SPIRT_ERR_IO, "pipe: %s", strerror(errno));
-        return NULL;
+        return -1;
+    }
+    if (to_child && pipe(in_fds) != 0) {
+        spirt_error_set(error, SPIRT_ERR_IO, "pipe: %s", strerror(errno));
+        close(out_fds[0]);
+        close(out_fds[1]);
+        return -1;
     }
     fflush(stdout);
     pid_t pid = fork();
     if (pid < 0) {
-        close(pipe_fds[0]);
-        close(pipe_fds[1]);
         spirt_error_set(error, SPIRT_ERR_IO, "fork: %s", strerror(errno));
-        return NULL;
+        close(out_fds[0]);
+        close(out_fds[1]);
+        if (to_child) close(in_fds[0]), close(in_fds[1]);
+        return -1;
     }
     if (pid == 0) {
-        dup2(pipe_fds[1], STDOUT_FILENO);
-        close(pipe_fds[0]);
-        close(pipe_fds[1]);
+        dup2(out_fds[1], STDOUT_FILENO);
+        close(out_fds[0]);
+        close(out_fds[1]);
+        if (to_child) {
+            dup2(in_fds[0], STDIN_FILENO);
+            close(in_fds[0]);
+            close(in_fds[1]);
+        }
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
-    close(pipe_fds[1]);
+    close(out_fds[1]);
+    *from_child = out_fds[0];
+    if (to_child) {
+        close(in_fds[0]);
+        *to_child = in_fds[1];
+    }
+    return pid;
+}
+
+/* Fills argv (room for 64) with `/usr/bin/python3 bench/SCRIPT args...`;
+ * script_path (1024 bytes) holds the script's path argv points into.
+ * -1 with an error if python3 or the script is missing. */
+static int python_argv(const char *script, const char *const *args, const char **argv, char *script_path,
+                       SpirtError *error) {
+    char relative[512];
+    snprintf(relative, sizeof(relative), "bench/%s", script);
+    bench_source_path(script_path, 1024, relative);
+    if (access("/usr/bin/python3", X_OK) != 0) {
+        spirt_error_set(error, SPIRT_ERR_NOT_FOUND, "/usr/bin/python3 not found (run scripts/deps.sh --bench)");
+        return -1;
+    }
+    if (access(script_path, R_OK) != 0) {
+        spirt_error_set(error, SPIRT_ERR_NOT_FOUND, "baseline script %s: %s", script_path, strerror(errno));
+        return -1;
+    }
+    int argc = 0;
+    argv[argc++] = "/usr/bin/python3";
+    argv[argc++] = script_path;
+    for (int i = 0; args && args[i] && argc < 63; i++) argv[argc++] = args[i];
+    argv[argc] = NULL;
+    return 0;
+}
+
+/* Parses `text` (one JSON object) printed by `program`; NULL with an error. */
+static json_t *parse_object(const char *program, const char *text, SpirtError *error) {
+    json_error_t parse_error;
+    json_t *result = json_loads(text, 0, &parse_error);
+    if (result == NULL || !json_is_object(result)) {
+        json_decref(result);
+        spirt_error_set(error, SPIRT_ERR_FORMAT, "%s did not print one JSON object: %s", program, parse_error.text);
+        return NULL;
+    }
+    return result;
+}
+
+/* Runs argv (argv[0] a path) to its end with its stdout collected: a new
+ * NUL-terminated string the caller frees. *exit_status receives its exit
+ * status (-1 if it did not exit normally). */
+static char *run_capturing(const char *const *argv, int *exit_status, SpirtError *error) {
+    int from_child;
+    pid_t pid = start_process(argv, &from_child, NULL, error);
+    if (pid < 0) return NULL;
     size_t capacity = 4096, length = 0;
     char *output = malloc(capacity);
     for (;;) {
@@ -181,12 +254,12 @@ static char *run_capturing(const char *const *argv, int *exit_status, SpirtError
             output = grown;
             capacity *= 2;
         }
-        ssize_t got = read(pipe_fds[0], output + length, capacity - length - 1);
+        ssize_t got = read(from_child, output + length, capacity - length - 1);
         if (got < 0 && errno == EINTR) continue;
         if (got <= 0) break;
         length += (size_t)got;
     }
-    close(pipe_fds[0]);
+    close(from_child);
     int status = 0;
     waitpid(pid, &status, 0);
     if (output == NULL) {
@@ -208,37 +281,105 @@ json_t *bench_run_json(const char *const *argv, SpirtError *error) {
         free(output);
         return NULL;
     }
-    json_error_t parse_error;
-    json_t *result = json_loads(output, 0, &parse_error);
+    json_t *result = parse_object(argv[0], output, error);
     free(output);
-    if (result == NULL || !json_is_object(result)) {
-        json_decref(result);
-        spirt_error_set(error, SPIRT_ERR_FORMAT, "%s did not print one JSON object: %s", argv[0], parse_error.text);
-        return NULL;
-    }
     return result;
 }
 
 json_t *bench_run_python(const char *script, const char *const *args, SpirtError *error) {
-    char script_path[1024], relative[512];
-    snprintf(relative, sizeof(relative), "bench/%s", script);
-    bench_source_path(script_path, sizeof(script_path), relative);
-    if (access("/usr/bin/python3", X_OK) != 0) {
-        spirt_error_set(error, SPIRT_ERR_NOT_FOUND, "/usr/bin/python3 not found (run scripts/deps.sh --bench)");
-        return NULL;
-    }
-    if (access(script_path, R_OK) != 0) {
-        spirt_error_set(error, SPIRT_ERR_NOT_FOUND, "baseline script %s: %s", script_path, strerror(errno));
-        return NULL;
-    }
     const char *argv[64];
-    int argc = 0;
-    argv[argc++] = "/usr/bin/python3";
-    argv[argc++] = script_path;
-    for (int i = 0; args && args[i] && argc < 63; i++) argv[argc++] = args[i];
-    argv[argc] = NULL;
+    char script_path[1024];
+    if (python_argv(script, args, argv, script_path, error) != 0) return NULL;
     json_t *result = bench_run_json(argv, error);
     if (result == NULL && error && error->code == SPIRT_ERR_IO)
         spirt_error_prefix(error, "baseline %s (is python3-torch/numpy installed? scripts/deps.sh --bench)", script);
     return result;
+}
+
+struct BenchPython {
+    pid_t pid;
+    FILE *to, *from;
+    char script[128];
+};
+
+/* One line from the child, parsed; NULL with an error at its end or on
+ * anything but a JSON object. */
+static json_t *read_answer(BenchPython *python, SpirtError *error) {
+    char *line = NULL;
+    size_t capacity = 0;
+    if (getline(&line, &capacity, python->from) < 0) {
+        free(line);
+        spirt_error_set(error, SPIRT_ERR_IO, "baseline %s stopped answering (is python3-numpy installed?)",
+                        python->script);
+        return NULL;
+    }
+    json_t *answer = parse_object(python->script, line, error);
+    free(line);
+    return answer;
+}
+
+BenchPython *bench_python_start(const char *script, const char *const *args, json_t **greeting, SpirtError *error) {
+    BenchPython *python = calloc(1, sizeof(*python));
+    if (python == NULL) {
+        spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    snprintf(python->script, sizeof(python->script), "%s", script);
+    /* A script that dies makes the next request's write fail with EPIPE
+     * (reported) instead of killing this process. */
+    signal(SIGPIPE, SIG_IGN);
+    const char *argv[64];
+    char script_path[1024];
+    int from_child, to_child;
+    if (python_argv(script, args, argv, script_path, error) != 0) {
+        free(python);
+        return NULL;
+    }
+    python->pid = start_process(argv, &from_child, &to_child, error);
+    if (python->pid < 0) {
+        free(python);
+        return NULL;
+    }
+    python->from = fdopen(from_child, "r");
+    python->to = fdopen(to_child, "w");
+    if (python->from == NULL || python->to == NULL) {
+        if (python->from == NULL) close(from_child);
+        if (python->to == NULL) close(to_child);
+        spirt_error_set(error, SPIRT_ERR_IO, "fdopen: %s", strerror(errno));
+        bench_python_stop(python);
+        return NULL;
+    }
+    json_t *hello = read_answer(python, error);
+    if (hello == NULL) {
+        bench_python_stop(python);
+        return NULL;
+    }
+    if (greeting)
+        *greeting = hello;
+    else
+        json_decref(hello);
+    return python;
+}
+
+json_t *bench_python_ask(BenchPython *python, const char *request, SpirtError *error) {
+    if (fprintf(python->to, "%s\n", request) < 0 || fflush(python->to) != 0) {
+        spirt_error_set(error, SPIRT_ERR_IO, "baseline %s: cannot send '%s'", python->script, request);
+        return NULL;
+    }
+    json_t *answer = read_answer(python, error);
+    json_t *problem = answer ? json_object_get(answer, "error") : NULL;
+    if (problem) {
+        spirt_error_set(error, SPIRT_ERR_INVALID, "baseline %s: %s", python->script, json_string_value(problem));
+        json_decref(answer);
+        return NULL;
+    }
+    return answer;
+}
+
+void bench_python_stop(BenchPython *python) {
+    if (python == NULL) return;
+    if (python->to) fclose(python->to); /* end of input: the script exits */
+    if (python->from) fclose(python->from);
+    if (python->pid > 0) waitpid(python->pid, NULL, 0);
+    free(python);
 }

@@ -32,6 +32,10 @@ void bench_report_set(BenchReport *report, const char *key, json_t *value);
  * skipped). */
 void bench_report_note(BenchReport *report, const char *format, ...) __attribute__((format(printf, 2, 3)));
 
+/* A note with the machine's load average (1, 5 and 15 minutes) `when`
+ * ("at start", "at end"): figures from a shared machine are read with it. */
+void bench_report_note_load(BenchReport *report, const char *when);
+
 /* Prints the report to stdout: one JSON object if as_json, otherwise a table
  * of the given columns (NULL-terminated row keys; missing values print "-")
  * and the notes. */
@@ -56,6 +60,24 @@ json_t *bench_run_python(const char *script, const char *const *args, SpirtError
  * if it fails to run, exits non-zero, or prints something else. Caller owns
  * the result (json_decref). */
 json_t *bench_run_json(const char *const *argv, SpirtError *error);
+
+/* A Python baseline driven line by line, so that its timed runs can
+ * alternate with spirt's: the script (started as for bench_run_python)
+ * prints one JSON object when ready, then answers each request line written
+ * to its stdin with one line holding one JSON object, and exits at the end
+ * of its input. */
+typedef struct BenchPython BenchPython;
+
+/* Starts the script and waits for its first line (returned in *greeting if
+ * not NULL; the caller owns it). NULL with an error if it cannot start or
+ * its first line is not a JSON object. Stop it with bench_python_stop. */
+BenchPython *bench_python_start(const char *script, const char *const *args, json_t **greeting, SpirtError *error);
+/* Sends `request` (one line, no newline) and returns the answer (caller
+ * owns it); NULL with an error if the script died, did not answer with a
+ * JSON object, or answered {"error": message}. */
+json_t *bench_python_ask(BenchPython *python, const char *request, SpirtError *error);
+/* Closes its input, waits for it to exit and frees it. NULL is allowed. */
+void bench_python_stop(BenchPython *python);
 
 /* Fills `buffer` with a path in the source tree (SPIRT_SOURCE_DIR). */
 const char *bench_source_path(char *buffer, size_t size, const char *relative);

@@ -3,27 +3,31 @@
  *
  * For each n in {10, 20} and d in {1M, 10M} (--quick: 100K, 1M) it makes n
  * input vectors (n - f honest-looking, f = (n - 3) / 4 scaled up 10x, so the
- * robust rules have something to reject), times every rule through agg_run
- * (median of --repeats runs after one warm-up), writes the inputs and spirt's
- * results under $TMPDIR, and runs bench/agg_numpy.py, which times its own
- * version of each rule on those inputs and checks its result against spirt's
- * (the `match` column; a mismatch is also a note).
+ * robust rules have something to reject), writes them under $TMPDIR and
+ * starts bench/agg_numpy.py on them, which keeps them loaded and runs its own
+ * version of a rule on request. For each rule: one warm-up run of spirt's
+ * agg_run, whose result NumPy's first run is checked against (the `match`
+ * column; a mismatch is also a note); then spirt's --repeats timed runs
+ * alternate with NumPy's --numpy-repeats (one only if its first took over
+ * 3 s), so a burst of other work on a shared machine hits both alike. Each
+ * figure is the median of its runs. The load average at the start and the
+ * end is printed with the notes.
  *
  * Inputs are passed with inputs_known_finite = 1, as the Redis module does
  * (it stores only finite tensors): the finiteness scan is one more read of
  * the inputs, which NumPy's versions do not do either; its cost is reported
  * as a note.
  *
- * A bandwidth probe runs first: a read-only sum over 512 MiB with the
- * threads the rules use (what the machine can stream from memory). The mean
- * must read n * d floats and write d; `fraction_of_bandwidth` is those bytes
- * over its time over the probe's rate. Inputs that fit the last-level cache
- * (40-80 MB at d = 1M, against a 260 MB L3 on the target) are read from it
- * in the warm runs, so their fraction can exceed 1: the d = 10M rows are the
- * memory-bound figure. For the largest d, a note compares
- * the Gram pass of Krum (one thread) with gathering the same blocks and
- * calling OpenBLAS's cblas_ssyrk (one thread), the alternative src/agg/gram.c
- * explains it does not use. */
+ * A bandwidth probe runs at the start and at the end: a read-only sum over
+ * 512 MiB with the threads the rules use (what the machine can stream from
+ * memory); the higher of the two is used. The mean must read n * d floats
+ * and write d; `fraction_of_bandwidth` is those bytes over its time over the
+ * probe's rate. Inputs that fit the last-level cache (40-80 MB at d = 1M,
+ * against a 260 MB L3 on the target) are read from it in the warm runs, so
+ * their fraction can exceed 1: the d = 10M rows are the memory-bound
+ * figure. For the largest d, a note compares the Gram pass of Krum (one
+ * thread) with gathering the same blocks and calling OpenBLAS's cblas_ssyrk
+ * (one thread), the alternative src/agg/gram.c explains it does not use. */
 #include <cblas.h>
 #include <errno.h>
 #include <math.h>
@@ -170,15 +174,126 @@ static int parse_rules(const char *list, int *wanted) {
     return 0;
 }
 
+/* The rows of the rules that ran, by rule (NULL: not run or failed). */
+typedef json_t *RuleRows[AGG_RULE_COUNT];
+
+/* Asks the NumPy server for `verb rule`; NULL (with a note) on failure. */
+static json_t *numpy_ask(BenchPython *numpy, const char *verb, AggRule rule, BenchReport *report) {
+    char request[64];
+    snprintf(request, sizeof(request), "%s %s", verb, agg_rule_name(rule));
+    SpirtError error;
+    json_t *answer = bench_python_ask(numpy, request, &error);
+    if (answer == NULL) bench_report_note(report, "NumPy '%s': %s", request, error.message);
+    return answer;
+}
+
+/* Times one rule at one size: spirt's runs alternating with NumPy's (numpy
+ * NULL: spirt only). Adds the row; returns 0, or 1 on a failure (noted). */
+static int time_rule(AggRule rule, const float *const *inputs, size_t n, size_t d, size_t f, float *out, int threads,
+                     int repeats, int numpy_repeats, BenchPython *numpy, const char *prefix, BenchReport *report,
+                     json_t **row_out) {
+    AggCall call = {.config = agg_config_default(rule), .inputs = inputs, .n = n, .d = d, .out = out};
+    call.config.f = f;
+    call.config.threads = threads;
+    call.config.inputs_known_finite = 1;
+    call.workspace_bytes = agg_workspace_bytes(&call.config, n, d);
+    call.workspace = call.workspace_bytes ? aligned_alloc(64, (call.workspace_bytes + 63) & ~(size_t)63) : NULL;
+    double *spirt_ms = malloc((size_t)repeats * sizeof(double));
+    double *numpy_ms = malloc((size_t)numpy_repeats * sizeof(double));
+    int failed = 0;
+    if ((call.workspace_bytes && call.workspace == NULL) || spirt_ms == NULL || numpy_ms == NULL) {
+        bench_report_note(report, "%s n=%zu d=%zu: out of memory", agg_rule_name(rule), n, d);
+        failed = 1;
+        goto done;
+    }
+    agg_call_run(&call); /* warm-up, and the result NumPy's is checked against */
+    if (call.status != SPIRT_OK) {
+        bench_report_note(report, "%s n=%zu d=%zu failed: %s", agg_rule_name(rule), n, d, call.error.message);
+        failed = 1;
+        goto done;
+    }
+    json_t *row = bench_report_add_row(report);
+    *row_out = row;
+    json_object_set_new(row, "rule", json_string(agg_rule_name(rule)));
+    json_object_set_new(row, "n", json_integer((json_int_t)n));
+    json_object_set_new(row, "d", json_integer((json_int_t)d));
+    json_object_set_new(row, "f", json_integer((json_int_t)f));
+    if (call.report.iterations) json_object_set_new(row, "iterations", json_integer(call.report.iterations));
+
+    int numpy_runs = 0;
+    if (numpy) {
+        char path[600];
+        snprintf(path, sizeof(path), "%s-%s.f32", prefix, agg_rule_name(rule));
+        json_t *first = NULL, *check = NULL;
+        if (write_floats(path, out, d) != 0) {
+            bench_report_note(report, "could not write %s: %s", path, strerror(errno));
+            failed = 1;
+        } else if ((first = numpy_ask(numpy, "run", rule, report)) == NULL ||
+                   (check = numpy_ask(numpy, "check", rule, report)) == NULL) {
+            failed = 1;
+        } else {
+            numpy_ms[numpy_runs++] = json_real_value(json_object_get(first, "numpy_ms"));
+            int match = json_is_true(json_object_get(check, "match"));
+            json_object_set_new(row, "match", json_boolean(match));
+            json_object_set(row, "max_diff", json_object_get(check, "max_diff"));
+            if (json_object_get(first, "iterations")) /* the same work? */
+                json_object_set(row, "numpy_iterations", json_object_get(first, "iterations"));
+            if (!match) {
+                bench_report_note(report, "MISMATCH %s n=%zu d=%zu: max |spirt - numpy| = %g > %g",
+                                  agg_rule_name(rule), n, d, json_real_value(json_object_get(check, "max_diff")),
+                                  json_real_value(json_object_get(check, "tolerance")));
+                failed = 1;
+            }
+        }
+        unlink(path);
+        if (first && numpy_ms[0] > 3000.0) numpy_repeats = 1; /* seconds-long runs vary little */
+        json_decref(first);
+        json_decref(check);
+        if (numpy_runs == 0) numpy = NULL;
+    }
+    /* Alternate: spirt, NumPy, spirt, NumPy, ... */
+    int rounds = repeats > numpy_repeats ? repeats : numpy_repeats;
+    for (int r = 0; r < rounds; r++) {
+        if (r < repeats) {
+            double start = clock_monotonic_ms();
+            agg_call_run(&call);
+            spirt_ms[r] = clock_monotonic_ms() - start;
+        }
+        if (numpy && numpy_runs < numpy_repeats) {
+            json_t *answer = numpy_ask(numpy, "run", rule, report);
+            if (answer == NULL) {
+                failed = 1;
+                numpy = NULL;
+            } else {
+                numpy_ms[numpy_runs++] = json_real_value(json_object_get(answer, "numpy_ms"));
+                json_decref(answer);
+            }
+        }
+    }
+    double spirt_median = bench_median(spirt_ms, (size_t)repeats);
+    json_object_set_new(row, "spirt_ms", json_real(spirt_median));
+    if (numpy_runs > 0) {
+        double numpy_median = bench_median(numpy_ms, (size_t)numpy_runs);
+        json_object_set_new(row, "numpy_ms", json_real(numpy_median));
+        json_object_set_new(row, "numpy_runs", json_integer(numpy_runs));
+        json_object_set_new(row, "speedup", json_real(numpy_median / spirt_median));
+    }
+done:
+    free(call.workspace);
+    free(spirt_ms);
+    free(numpy_ms);
+    return failed;
+}
+
 int bench_agg(int argc, char **argv) {
-    int quick = 0, as_json = 0, repeats = 5, numpy_repeats = 3, threads = 0, skip_numpy = 0;
+    int quick = 0, as_json = 0, repeats = 7, numpy_repeats = 5, threads = 0, skip_numpy = 0;
     uint64_t seed = 1;
     const char *rules_list = NULL;
     const CliOption options[] = {
         {"quick", CLI_FLAG, &quick, NULL, "d = 100K and 1M instead of 1M and 10M"},
         {"rules", CLI_STRING, &rules_list, "LIST", "comma-separated rules (default: all)"},
-        {"repeats", CLI_INT, &repeats, "N", "timed runs of each spirt rule, median reported (default 5)"},
-        {"numpy-repeats", CLI_INT, &numpy_repeats, "N", "timed runs of each NumPy rule (default 3; 1 if > 3 s)"},
+        {"repeats", CLI_INT, &repeats, "N", "timed runs of each spirt rule, median reported (default 7)"},
+        {"numpy-repeats", CLI_INT, &numpy_repeats, "N", "timed runs of each NumPy rule (default 5; 1 if > 3 s)"},
         {"threads", CLI_INT, &threads, "T", "threads for spirt and the bandwidth probe (default: all CPUs)"},
         {"seed", CLI_U64, &seed, "S", "seed of the input data (default 1)"},
         {"skip-numpy", CLI_FLAG, &skip_numpy, NULL, "time spirt only"},
@@ -194,20 +309,19 @@ int bench_agg(int argc, char **argv) {
     if (threads <= 0) threads = parallel_default_threads();
 
     BenchReport *report = bench_report_create("agg");
-    double bandwidth = measure_bandwidth(threads, 5);
-    bench_report_set(report, "bandwidth_gb_s", json_real(bandwidth));
-    bench_report_set(report, "bandwidth_probe",
-                     json_string("read-only sum over 512 MiB, same thread count as the rules, median of 5"));
+    bench_report_note_load(report, "at start");
+    double bandwidth_start = measure_bandwidth(threads, 5);
     bench_report_set(report, "threads", json_integer(threads));
-    bench_report_note(report, "bandwidth probe: %.1f GB/s reading 512 MiB with %d threads", bandwidth, threads);
     openblas_set_num_threads(1); /* only the Gram comparison below calls BLAS */
 
     const size_t ns[] = {10, 20};
     const size_t ds[] = {quick ? 100000 : 1000000, quick ? 1000000 : 10000000};
     const char *tmp = getenv("TMPDIR");
-    char prefix[512], path[600];
+    char prefix[512], inputs_path[600];
     snprintf(prefix, sizeof(prefix), "%s/spirt-bench-agg-%ld", tmp && *tmp ? tmp : "/tmp", (long)getpid());
+    snprintf(inputs_path, sizeof(inputs_path), "%s-inputs.f32", prefix);
     int failures = 0;
+    json_t *mean_rows[4] = {0};
 
     for (size_t a = 0; a < 2; a++)
         for (size_t b = 0; b < 2; b++) {
@@ -222,59 +336,42 @@ int bench_agg(int argc, char **argv) {
                 return 1;
             }
             for (size_t i = 0; i < n; i++) inputs[i] = data + i * d;
-            snprintf(path, sizeof(path), "%s-inputs.f32", prefix);
-            int files_ok = skip_numpy || write_floats(path, data, n * d) == 0;
-            json_t *rows[AGG_RULE_COUNT] = {0};
-            char rules_arg[256] = "";
 
-            for (int r = 0; r < AGG_RULE_COUNT; r++) {
-                if (!wanted[r]) continue;
-                AggCall call = {.config = agg_config_default((AggRule)r), .inputs = inputs, .n = n, .d = d, .out = out};
-                call.config.f = f;
-                call.config.threads = threads;
-                call.config.inputs_known_finite = 1;
-                call.workspace_bytes = agg_workspace_bytes(&call.config, n, d);
-                call.workspace = call.workspace_bytes ? aligned_alloc(64, (call.workspace_bytes + 63) & ~(size_t)63)
-                                                      : NULL;
-                double ms = bench_median_ms(agg_call_run, &call, 1, repeats);
-                free(call.workspace);
-                if (call.status != SPIRT_OK) {
-                    bench_report_note(report, "%s n=%zu d=%zu failed: %s", agg_rule_name((AggRule)r), n, d,
-                                      call.error.message);
+            BenchPython *numpy = NULL;
+            if (!skip_numpy) {
+                SpirtError error;
+                char n_text[32], d_text[32], f_text[32];
+                snprintf(n_text, sizeof(n_text), "%zu", n);
+                snprintf(d_text, sizeof(d_text), "%zu", d);
+                snprintf(f_text, sizeof(f_text), "%zu", f);
+                const char *args[] = {inputs_path, n_text, d_text, f_text, prefix, NULL};
+                if (write_floats(inputs_path, data, n * d) != 0)
+                    spirt_error_set(&error, SPIRT_ERR_IO, "could not write %s: %s", inputs_path, strerror(errno));
+                else
+                    numpy = bench_python_start("agg_numpy.py", args, NULL, &error);
+                unlink(inputs_path); /* loaded (or not): no longer needed */
+                if (numpy == NULL) {
+                    bench_report_note(report, "NumPy baseline for n=%zu d=%zu: %s", n, d, error.message);
                     failures++;
-                    continue;
-                }
-                json_t *row = bench_report_add_row(report);
-                rows[r] = row;
-                json_object_set_new(row, "rule", json_string(agg_rule_name((AggRule)r)));
-                json_object_set_new(row, "n", json_integer((json_int_t)n));
-                json_object_set_new(row, "d", json_integer((json_int_t)d));
-                json_object_set_new(row, "f", json_integer((json_int_t)f));
-                json_object_set_new(row, "spirt_ms", json_real(ms));
-                if (call.report.iterations) json_object_set_new(row, "iterations", json_integer(call.report.iterations));
-                if (r == AGG_MEAN && bandwidth > 0) {
-                    double moved = (double)(n + 1) * (double)d * sizeof(float);
-                    json_object_set_new(row, "fraction_of_bandwidth", json_real(moved / (ms * 1e6) / bandwidth));
-                }
-                if (!skip_numpy) {
-                    snprintf(path, sizeof(path), "%s-%s.f32", prefix, agg_rule_name((AggRule)r));
-                    files_ok &= write_floats(path, out, d) == 0;
-                    snprintf(rules_arg + strlen(rules_arg), sizeof(rules_arg) - strlen(rules_arg), "%s%s",
-                             rules_arg[0] ? "," : "", agg_rule_name((AggRule)r));
                 }
             }
+
+            RuleRows rows = {0};
+            for (int r = 0; r < AGG_RULE_COUNT; r++)
+                if (wanted[r])
+                    failures += time_rule((AggRule)r, inputs, n, d, f, out, threads, repeats, numpy_repeats, numpy,
+                                          prefix, report, &rows[r]);
+            bench_python_stop(numpy);
+            mean_rows[2 * a + b] = rows[AGG_MEAN];
 
             /* What the finiteness scan would add (agg_run without
              * inputs_known_finite), once per size. */
             AggCall scan = {.config = agg_config_default(AGG_MEAN), .inputs = inputs, .n = n, .d = d, .out = out};
             scan.config.threads = threads;
             scan.config.inputs_known_finite = 1;
-            scan.workspace_bytes = agg_workspace_bytes(&scan.config, n, d);
-            scan.workspace = aligned_alloc(64, (scan.workspace_bytes + 63) & ~(size_t)63);
             double mean_known = bench_median_ms(agg_call_run, &scan, 1, 3);
             scan.config.inputs_known_finite = 0;
             double mean_checked = bench_median_ms(agg_call_run, &scan, 0, 3);
-            free(scan.workspace);
             if (scan.status == SPIRT_OK)
                 bench_report_note(report, "n=%zu d=%zu: the finiteness scan adds %.1f ms (mean %.1f -> %.1f ms)", n, d,
                                   mean_checked - mean_known, mean_known, mean_checked);
@@ -298,55 +395,27 @@ int bench_agg(int argc, char **argv) {
                                   "Gram alone %.1f ms (OpenBLAS core %s)",
                                   n, d, ours, theirs, openblas_get_corename());
             }
-
-            if (!skip_numpy && rules_arg[0] && files_ok) {
-                char n_text[32], d_text[32], f_text[32], repeats_text[32], inputs_path[600];
-                snprintf(n_text, sizeof(n_text), "%zu", n);
-                snprintf(d_text, sizeof(d_text), "%zu", d);
-                snprintf(f_text, sizeof(f_text), "%zu", f);
-                snprintf(repeats_text, sizeof(repeats_text), "%d", numpy_repeats);
-                snprintf(inputs_path, sizeof(inputs_path), "%s-inputs.f32", prefix);
-                const char *args[] = {inputs_path, n_text, d_text, f_text, rules_arg, repeats_text, prefix, NULL};
-                SpirtError error;
-                json_t *result = bench_run_python("agg_numpy.py", args, &error);
-                json_t *rules = result ? json_object_get(result, "rules") : NULL;
-                if (rules == NULL) {
-                    bench_report_note(report, "NumPy baseline for n=%zu d=%zu: %s", n, d,
-                                      result ? "no rules in its output" : error.message);
-                    failures++;
-                }
-                for (int r = 0; rules && r < AGG_RULE_COUNT; r++) {
-                    json_t *entry = json_object_get(rules, agg_rule_name((AggRule)r));
-                    if (rows[r] == NULL || entry == NULL) continue;
-                    double numpy_ms = json_real_value(json_object_get(entry, "numpy_ms"));
-                    double spirt_ms = json_real_value(json_object_get(rows[r], "spirt_ms"));
-                    int match = json_is_true(json_object_get(entry, "match"));
-                    json_object_set_new(rows[r], "numpy_ms", json_real(numpy_ms));
-                    json_object_set_new(rows[r], "speedup", json_real(spirt_ms > 0 ? numpy_ms / spirt_ms : 0.0));
-                    json_object_set_new(rows[r], "match", json_boolean(match));
-                    json_object_set(rows[r], "max_diff", json_object_get(entry, "max_diff"));
-                    if (json_object_get(entry, "iterations")) /* the same work? */
-                        json_object_set(rows[r], "numpy_iterations", json_object_get(entry, "iterations"));
-                    if (!match) {
-                        bench_report_note(report, "MISMATCH %s n=%zu d=%zu: max |spirt - numpy| = %g > %g",
-                                          agg_rule_name((AggRule)r), n, d,
-                                          json_real_value(json_object_get(entry, "max_diff")),
-                                          json_real_value(json_object_get(entry, "tolerance")));
-                        failures++;
-                    }
-                }
-                json_decref(result);
-            } else if (!skip_numpy && !files_ok) {
-                bench_report_note(report, "could not write %s-*.f32: %s", prefix, strerror(errno));
-                failures++;
-            }
-            for (int r = -1; r < AGG_RULE_COUNT; r++) {
-                snprintf(path, sizeof(path), "%s-%s.f32", prefix, r < 0 ? "inputs" : agg_rule_name((AggRule)r));
-                unlink(path);
-            }
             free(data), free(out), free(inputs);
         }
 
+    double bandwidth_end = measure_bandwidth(threads, 5);
+    double bandwidth = bandwidth_start > bandwidth_end ? bandwidth_start : bandwidth_end;
+    for (int k = 0; k < 4 && bandwidth > 0; k++) {
+        if (mean_rows[k] == NULL) continue;
+        double ms = json_real_value(json_object_get(mean_rows[k], "spirt_ms"));
+        double moved = (double)(json_integer_value(json_object_get(mean_rows[k], "n")) + 1) *
+                       (double)json_integer_value(json_object_get(mean_rows[k], "d")) * sizeof(float);
+        json_object_set_new(mean_rows[k], "fraction_of_bandwidth", json_real(moved / (ms * 1e6) / bandwidth));
+    }
+    bench_report_set(report, "bandwidth_gb_s", json_real(bandwidth));
+    bench_report_set(report, "bandwidth_probe",
+                     json_string("read-only sum over 512 MiB, same thread count as the rules, median of 5, "
+                                 "the higher of a probe at the start and one at the end"));
+    bench_report_note(report, "bandwidth probe: %.1f GB/s at the start, %.1f at the end, reading 512 MiB with %d threads",
+                      bandwidth_start, bandwidth_end, threads);
+    bench_report_note(report, "medians of %d spirt runs (after a warm-up) alternating with %d NumPy runs (1 if over 3 s)",
+                      repeats, numpy_repeats);
+    bench_report_note_load(report, "at end");
     const char *columns[] = {"rule", "n", "d", "spirt_ms", "numpy_ms", "speedup", "match", "iterations",
                              "numpy_iterations", "fraction_of_bandwidth", NULL};
     bench_report_print(report, as_json, columns);
