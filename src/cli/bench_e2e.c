@@ -39,7 +39,7 @@ static json_t *seconds_or_null(double seconds) { return seconds >= 0 ? json_real
 int bench_e2e(int argc, char **argv) {
     const char *peer_list = "1,2,4,8", *model = "mlp", *optimizer = "adam";
     double epochs = 2, target = 0.85, lr = 0.003;
-    int batch_size = 128, batches = 1, json = 0, quick = 0, workers = 1;
+    int batch_size = 128, batches = 1, json = 0, quick = 0, workers = 1, inline_functions = 0;
     const CliOption options[] = {
         {"peers", CLI_STRING, &peer_list, "LIST", "numbers of peers, e.g. 1,2,4,8 (default)"},
         {"model", CLI_STRING, &model, "NAME", "logreg, mlp or cnn (default mlp)"},
@@ -50,6 +50,8 @@ int bench_e2e(int argc, char **argv) {
         {"optimizer", CLI_STRING, &optimizer, "NAME", "sgd, momentum or adam (default adam)"},
         {"lr", CLI_DOUBLE, &lr, "X", "learning rate (default 0.003)"},
         {"workers", CLI_INT, &workers, "W", "spirt's warm workers per peer (default 1)"},
+        {"inline", CLI_FLAG, &inline_functions, NULL,
+         "spirt runs its functions inside the peer processes (spirt train --inline): the round without workers"},
         {"quick", CLI_FLAG, &quick, NULL, "1 and 2 peers, 1 epoch"},
         {"json", CLI_FLAG, &json, NULL, "one JSON object on stdout"},
     };
@@ -95,7 +97,8 @@ int bench_e2e(int argc, char **argv) {
         const char *train[] = {self, "train", "--peers", peers_text, "--model", model, "--epochs", epochs_text,
                                "--batch-size", batch_text, "--batches-per-round", batches_text, "--optimizer", optimizer,
                                "--lr", lr_text, "--validation", "0", "--evaluate-every", "0", "--snapshot-every",
-                               every_text, "--workers", workers_text, "--out", out, "--json", "--quiet", NULL};
+                               every_text, "--workers", workers_text, "--out", out, "--json", "--quiet",
+                               inline_functions ? "--inline" : NULL, NULL};
         if (!json) fprintf(stderr, "bench e2e: spirt train, %d peers...\n", peers);
         SpirtError error;
         json_t *spirt = bench_run_json(train, &error);
@@ -147,6 +150,9 @@ int bench_e2e(int argc, char **argv) {
         json_decref(ddp);
     }
     bench_report_note(report, "epoch times exclude start-up and evaluation on both sides; speedup = DDP epoch / spirt epoch");
+    bench_report_note(report, inline_functions ? "spirt: functions inside the peer processes (--inline), no workers"
+                                               : "spirt: %d warm worker(s) per peer, invoked through its database's stream",
+                      workers);
     bench_report_note(report, "this machine has %ld cores: N > cores over-subscribes both sides", sysconf(_SC_NPROCESSORS_ONLN));
     const char *columns[] = {"peers", "global_batch", "spirt_epoch_s", "baseline_epoch_s", "speedup",
                              "spirt_time_to_target_s", "baseline_time_to_target_s", "spirt_test_accuracy",
