@@ -133,6 +133,8 @@ static const CommandEntry commands[] = {
      "Optimizer step: SPIRT.UPDATE params grad OPT name LR x [options] [STATE key]"},
     {"spirt.avgupdate", spirt_command_avgupdate, "write deny-oom", 1, 2, 1, -10, avgupdate_keys,
      "SPIRT.AVG then SPIRT.UPDATE in one pass: SPIRT.AVGUPDATE params avg OPT name LR x [options] SRC n src ..."},
+    {"spirt.set", spirt_command_set, "write deny-oom", 1, 1, 1, 3, tset_keys,
+     "Store a string, as SET, without propagating it under a TRANSIENT_PREFIX: SPIRT.SET key value"},
 };
 
 static int register_commands(RedisModuleCtx *ctx) {

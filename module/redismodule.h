@@ -51,6 +51,8 @@
 
 /* NotifyKeyspaceEvent class of module-type keys ('d' in notify-keyspace-events). */
 #define REDISMODULE_NOTIFY_MODULE (1 << 13)
+/* ... and of strings ('$'). */
+#define REDISMODULE_NOTIFY_STRING (1 << 3)
 
 /* SetModuleOptions: the module checks IsIOError itself while loading, so a
  * truncated payload is an error it reports instead of a server panic. */
@@ -220,6 +222,7 @@ typedef struct RedisModuleCommandInfo {
     X(void *, OpenKey, (RedisModuleCtx * ctx, RedisModuleString * name, int mode))                      \
     X(void, CloseKey, (RedisModuleKey * key))                                                           \
     X(int, KeyType, (RedisModuleKey * key))                                                             \
+    X(int, StringSet, (RedisModuleKey * key, RedisModuleString * text))                                 \
     X(RedisModuleType *, CreateDataType,                                                                \
       (RedisModuleCtx * ctx, const char *name, int encoding_version, RedisModuleTypeMethods *methods))  \
     X(int, ModuleTypeSetValue, (RedisModuleKey * key, RedisModuleType * type, void *value))             \

@@ -216,5 +216,6 @@ int spirt_command_avg(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int spirt_command_agg(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int spirt_command_update(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int spirt_command_avgupdate(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int spirt_command_set(RedisModuleCtx *ctx, RedisModuleString **argv, int argc); /* commands_string.c */
 
 #endif /* SPIRT_MODULE_H */

@@ -464,6 +464,46 @@ static void expect_error(redisContext *c, int argc, const char **argv, const siz
     CHECKF(module_test_ping(c), "server stopped answering after %s", argv[0]);
 }
 
+static void test_set(redisContext *c) {
+    test_begin("SET: a plain string, bit for bit, over any old value; wrong arity refused");
+    /* 1 MiB of every byte value (an envelope's size and content), so the
+     * value arrives as one large argument. */
+    size_t length = (size_t)1 << 20;
+    unsigned char *bytes = malloc(length);
+    if (bytes == NULL) {
+        CHECK(!"out of memory");
+        return;
+    }
+    for (size_t i = 0; i < length; i++) bytes[i] = (unsigned char)(i * 131 + (i >> 11));
+    float values[3] = {1, 2, 3};
+    CHECK(module_test_tset_vector(c, "str:pub", values, 3)); /* overwritten, as SET overwrites */
+    redisReply *reply = redisCommand(c, "SPIRT.SET %s %b", "str:pub", bytes, length);
+    CHECK(reply && reply->type == REDIS_REPLY_STATUS && strcmp(reply->str, "OK") == 0);
+    if (reply) freeReplyObject(reply);
+    reply = module_test_command(c, "TYPE", "str:pub", NULL);
+    CHECK(reply && reply->type == REDIS_REPLY_STATUS && strcmp(reply->str, "string") == 0);
+    if (reply) freeReplyObject(reply);
+    reply = module_test_command(c, "GET", "str:pub", NULL);
+    CHECK(reply && reply->type == REDIS_REPLY_STRING && (size_t)reply->len == length &&
+          memcmp(reply->str, bytes, length) == 0);
+    if (reply) freeReplyObject(reply);
+    /* An empty value is a value. */
+    CHECK(module_test_ok(c, "SPIRT.SET", "str:empty", "", NULL));
+    reply = module_test_command(c, "STRLEN", "str:empty", NULL);
+    CHECK(reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0);
+    if (reply) freeReplyObject(reply);
+    reply = module_test_command(c, "SPIRT.SET", "str:pub", NULL);
+    CHECK(module_test_is_error(reply, "ERR") && strstr(reply->str, "wrong number"));
+    if (reply) freeReplyObject(reply);
+    reply = module_test_command(c, "SPIRT.SET", "str:pub", "a", "b", NULL);
+    CHECK(module_test_is_error(reply, "ERR") && strstr(reply->str, "wrong number"));
+    if (reply) freeReplyObject(reply);
+    reply = module_test_command(c, "STRLEN", "str:pub", NULL);
+    CHECK(reply && reply->type == REDIS_REPLY_INTEGER && (size_t)reply->integer == length);
+    if (reply) freeReplyObject(reply);
+    free(bytes);
+}
+
 static void test_bad_input(redisContext *c) {
     test_begin("bad input: every error is a coded reply, nothing is written, the server goes on");
     float values[8] = {1, 2, 3, 4, 5, 6, 7, 8};
@@ -787,6 +827,7 @@ int main(void) {
             test_update(servers[s]);
             test_avgupdate(servers[s]);
             test_copy_shares(servers[s]);
+            test_set(servers[s]);
             test_bad_input(servers[s]);
             test_multi_and_lua(servers[s]);
         }

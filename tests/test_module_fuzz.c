@@ -21,7 +21,8 @@
 #include "test.h"
 
 static const char *const commands[] = {"SPIRT.TSET", "SPIRT.TGET", "SPIRT.INFO",   "SPIRT.MINFO",
-                                       "SPIRT.AVG",  "SPIRT.AGG",  "SPIRT.UPDATE", "SPIRT.AVGUPDATE"};
+                                       "SPIRT.AVG",  "SPIRT.AGG",  "SPIRT.UPDATE", "SPIRT.AVGUPDATE",
+                                       "SPIRT.SET"};
 static const char *const words[] = {
     "FLOAT32",  "FLOAT64",  "BLOB",   "META",         "FULL",  "RULE",       "SRC",    "OPT",    "LR",     "MOMENTUM",
     "BETA1",    "BETA2",    "EPS",    "WD",           "STEP",  "STATE",      "CENTER", "F",      "TRIM",   "M",

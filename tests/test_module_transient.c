@@ -3,8 +3,8 @@
  *
  * A server with AOF (appendfsync always) and TRANSIENT_PREFIX scratch: is
  * killed with SIGKILL and restarted on the same files. Writes to scratch:*
- * keys by any module command must be gone; other keys must be back bit for
- * bit; and parameters stepped with SPIRT.UPDATE ... PERSIST NO after a step
+ * keys by any module command must be gone (SPIRT.SET strings too); other
+ * keys must be back bit for bit; and parameters stepped with SPIRT.UPDATE ... PERSIST NO after a step
  * with PERSIST YES must come back as they were after the persisted step.
  * SPIRT_TEST_LABELS: db */
 #include <stdlib.h>
@@ -14,6 +14,22 @@
 #include "test.h"
 
 enum { N = 1000 };
+
+/* GET key as bytes: 1 if it holds exactly `expected`. */
+static int get_equals(redisContext *c, const char *key, const unsigned char *expected, size_t length) {
+    redisReply *reply = module_test_command(c, "GET", key, NULL);
+    int result = reply && reply->type == REDIS_REPLY_STRING && (size_t)reply->len == length &&
+                 memcmp(reply->str, expected, length) == 0;
+    freeReplyObject(reply);
+    return result;
+}
+
+static int set_string(redisContext *c, const char *key, const unsigned char *bytes, size_t length) {
+    redisReply *reply = redisCommand(c, "SPIRT.SET %s %b", key, bytes, length);
+    int ok = reply && reply->type == REDIS_REPLY_STATUS && strcmp(reply->str, "OK") == 0;
+    freeReplyObject(reply);
+    return ok;
+}
 
 static int exists(redisContext *c, const char *key) {
     redisReply *reply = module_test_command(c, "EXISTS", key, NULL);
@@ -37,6 +53,12 @@ int main(void) {
     float values[N], gradient[N];
     module_test_random(values, N, 1, 1.0);
     module_test_random(gradient, N, 2, 0.1);
+    /* Strings with every byte value, NULs included, as an envelope has. */
+    unsigned char bytes[3 * 256];
+    for (size_t i = 0; i < sizeof(bytes); i++) bytes[i] = (unsigned char)(i * 7);
+    CHECK(set_string(c, "scratch:pub", bytes, sizeof(bytes)));
+    CHECK(set_string(c, "keep:pub", bytes + 1, sizeof(bytes) - 1));
+    CHECK(get_equals(c, "scratch:pub", bytes, sizeof(bytes)));
     CHECK(module_test_tset_vector(c, "keep:data", values, N));
     CHECK(module_test_tset_vector(c, "scratch:grad", gradient, N));
     CHECK(module_test_ok(c, "SPIRT.AVG", "scratch:avg", "scratch:grad", "keep:data", NULL));
@@ -64,6 +86,7 @@ int main(void) {
     CHECK(module_test_start(&again, module_arguments, extra, 1, dir) == 0);
     c = test_redis_connect(&again);
     CHECK(c && !exists(c, "scratch:grad") && !exists(c, "scratch:avg") && !exists(c, "scratch:agg"));
+    CHECK(c && !exists(c, "scratch:pub") && get_equals(c, "keep:pub", bytes + 1, sizeof(bytes) - 1));
     float *data = module_test_tget(c, "keep:data", &count);
     CHECK(data && count == N && memcmp(data, values, sizeof(values)) == 0);
     float *avg = module_test_tget(c, "keep:avg", &count);

@@ -47,6 +47,9 @@
 /* Per-round keys: scratch, never persisted when the module is loaded with
  * TRANSIENT_PREFIX spirt:r: (a restarted peer recomputes them). */
 #define KEY_ROUND_PREFIX "spirt:r:"
+/* Publications (spirt:pub:{r}) are scratch too (TRANSIENT_PREFIX spirt:pub:):
+ * a restarted peer publishes the round again. */
+#define KEY_PUBLISHED_PREFIX "spirt:pub:"
 #define KEY_MEMBERS "spirt:members"
 #define KEY_HEARTBEAT "spirt:heartbeat"
 #define KEY_SILENCE "spirt:silence"
@@ -88,7 +91,7 @@ static inline char *key_round_pattern(char key[KEY_MAX], uint64_t round) {
     return key;
 }
 static inline char *key_published(char key[KEY_MAX], uint64_t round) {
-    snprintf(key, KEY_MAX, "spirt:pub:%llu", (unsigned long long)round);
+    snprintf(key, KEY_MAX, KEY_PUBLISHED_PREFIX "%llu", (unsigned long long)round);
     return key;
 }
 static inline char *key_result(char key[KEY_MAX], const char *invocation_id) {

@@ -218,8 +218,8 @@ static int start_everything(Run *run, const Dataset *train, const AttackConfig *
         if ((status = identity_from_seed(&identities[i], peer->id, seed, error)) != SPIRT_OK ||
             (status = identity_save(&identities[i], key_path, error)) != SPIRT_OK)
             break;
-        /* The module arguments first: per-round keys are scratch, not
-         * persisted. Then the AOF rewrite threshold, above the shard's
+        /* The module arguments first: per-round keys and publications are
+         * scratch, not persisted. Then the AOF rewrite threshold, above the shard's
          * size: the data is written once, and rewriting it every few rounds
          * would only stall the server (redis-module-abi.md). */
         /* Peers on this machine talk through a Unix-domain socket (no TCP
@@ -227,7 +227,8 @@ static int start_everything(Run *run, const Dataset *train, const AttackConfig *
         char socket_path[1200];
         snprintf(socket_path, sizeof(socket_path), "%s/redis.sock", dir);
         int use_unix = strcmp(o->transport, "unix") == 0 && strlen(socket_path) < 100;
-        const char *extra[] = {"TRANSIENT_PREFIX", KEY_ROUND_PREFIX, "--auto-aof-rewrite-min-size", "1gb",
+        const char *extra[] = {"TRANSIENT_PREFIX", KEY_ROUND_PREFIX, "TRANSIENT_PREFIX", KEY_PUBLISHED_PREFIX,
+                               "--auto-aof-rewrite-min-size", "1gb",
                                use_unix ? "--unixsocket" : NULL, socket_path, "--unixsocketperm", "700", NULL};
         if ((status = cluster_start_database(run->cluster, peer->id, dir, module_path, 1, extra, &peer->database,
                                              error)) != SPIRT_OK)

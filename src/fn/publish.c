@@ -151,13 +151,13 @@ int fn_publish(FnContext *context, const json_t *event, json_t **result, SpirtEr
     /* Garbage: bytes as long as the real envelope, none of them meaningful. */
     if (envelope && attack_publishes_garbage(attack)) attack_fill_garbage(noise_seed, envelope, envelope_size);
     if (envelope) {
-        /* The publication is scratch like the round's tensors: set without
-         * propagating it to the AOF (a restarted peer publishes again). */
+        /* A plain string the others GET. SPIRT.SET leaves it out of the AOF
+         * when the module takes TRANSIENT_PREFIX spirt:pub: (spirt train
+         * does): a restarted peer publishes the round again. */
         key_published(key, parsed.round);
-        const char *argv[] = {"EVAL", "redis.set_repl(redis.REPL_NONE) return redis.call('SET', KEYS[1], ARGV[1])",
-                              "1", key, (const char *)envelope};
-        size_t lengths[] = {4, strlen(argv[1]), 1, strlen(key), envelope_size};
-        status = store_command_argv(db, 5, argv, lengths, NULL, error);
+        const char *argv[] = {"SPIRT.SET", key, (const char *)envelope};
+        size_t lengths[] = {9, strlen(key), envelope_size};
+        status = store_command_argv(db, 3, argv, lengths, NULL, error);
     } else if (status == SPIRT_OK) {
         status = error->code;
     }
