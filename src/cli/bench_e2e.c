@@ -21,6 +21,7 @@
 
 #include "cli/bench.h"
 #include "cli/options.h"
+#include "cli/self.h"
 #include "spirt/clock.h"
 
 /* The first time in `curve` ([[round, seconds, accuracy], ...]) at which the
@@ -65,9 +66,7 @@ int bench_e2e(int argc, char **argv) {
     }
     if (!(epochs > 0) || batch_size < 1 || batches < 1) return cli_usage_error(&command, "epochs, batch sizes must be > 0");
     char self[1024];
-    ssize_t length = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (length <= 0) return 1;
-    self[length] = '\0';
+    if (cli_self_path(self, sizeof(self)) != 0) return 1;
     BenchReport *report = bench_report_create("e2e");
     char list[128];
     snprintf(list, sizeof(list), "%s", peer_list);

@@ -45,6 +45,7 @@
 
 #include "cli/bench.h"
 #include "cli/options.h"
+#include "cli/self.h"
 #include "spirt/agg.h"
 #include "spirt/clock.h"
 #include "spirt/optim.h"
@@ -585,11 +586,8 @@ int bench_indb(int argc, char **argv) {
 
     char default_module[1024];
     if (module_path == NULL) {
-        ssize_t length = readlink("/proc/self/exe", default_module, sizeof(default_module) - 16);
-        if (length <= 0) return cli_usage_error(&command, "cannot find this program's folder: give --module");
-        default_module[length] = '\0';
-        char *slash = strrchr(default_module, '/');
-        strcpy(slash ? slash + 1 : default_module, "spirt.so");
+        if (cli_sibling_path(default_module, sizeof(default_module), "spirt.so") != 0)
+            return cli_usage_error(&command, "cannot find this program's folder: give --module");
         module_path = default_module;
     }
     char lua_path[1024];

@@ -30,6 +30,7 @@
 
 #include "cli/bench.h"
 #include "cli/options.h"
+#include "cli/self.h"
 #include "spirt/agg.h"
 #include "spirt/attack.h"
 #include "spirt/clock.h"
@@ -382,9 +383,7 @@ int bench_robustness(int argc, char **argv) {
         if (fs[k] < 1 || fs[k] >= setup.peers)
             return cli_usage_error(&command, "--f: '%s' is not a number of Byzantine peers (1 to peers - 1)", f_texts[k]);
     }
-    ssize_t length = readlink("/proc/self/exe", setup.self, sizeof(setup.self) - 1);
-    if (length <= 0) return 1;
-    setup.self[length] = '\0';
+    if (cli_self_path(setup.self, sizeof(setup.self)) != 0) return 1;
     static char out_default[256], dataset_path[1024];
     if (setup.out == NULL) {
         time_t now = time(NULL);

@@ -30,6 +30,7 @@
 
 #include "cli/bench.h"
 #include "cli/options.h"
+#include "cli/self.h"
 #include "spirt/clock.h"
 #include "spirt/cluster.h"
 #include "spirt/rng.h"
@@ -253,16 +254,6 @@ static int parse_sizes(const char *text, size_t *sizes, int max) {
     return *p ? -1 : count;
 }
 
-/* spirt.so next to this program. */
-static int default_module(char *path, size_t size) {
-    ssize_t length = readlink("/proc/self/exe", path, size - 16);
-    if (length <= 0) return -1;
-    path[length] = '\0';
-    char *slash = strrchr(path, '/');
-    strcpy(slash ? slash + 1 : path, "spirt.so");
-    return 0;
-}
-
 /* Runs every case on one transport; rows go to the report. */
 static int run_cases(Clients *clients, const size_t *sizes, int size_count, int repeats, BenchReport *report,
                      int *all_identical, SpirtError *error) {
@@ -331,7 +322,7 @@ int bench_store(int argc, char **argv) {
     if (repeats < 1) return cli_usage_error(&command, "--repeats must be >= 1");
     char module_buffer[1024];
     if (module_path == NULL) {
-        if (default_module(module_buffer, sizeof(module_buffer)) != 0)
+        if (cli_sibling_path(module_buffer, sizeof(module_buffer), "spirt.so") != 0)
             return cli_usage_error(&command, "cannot find this program's folder: give --module");
         module_path = module_buffer;
     }

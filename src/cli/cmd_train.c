@@ -28,6 +28,7 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "cli/self.h"
 #include "spirt/clock.h"
 #include "spirt/cluster.h"
 #include "spirt/data.h"
@@ -873,18 +874,13 @@ int command_train(int argc, char **argv) {
     if (o->rounds == 0)
         o->rounds = (uint64_t)ceil(o->epochs * (double)run->shard_size / (double)(o->batches_per_round * o->batch_size));
     char module_path[1024], self[1024];
-    ssize_t self_length = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (self_length <= 0) {
+    if (cli_self_path(self, sizeof(self)) != 0 || cli_sibling_path(module_path, sizeof(module_path), "spirt.so") != 0) {
         fprintf(stderr, "spirt train: cannot find its own executable\n");
         dataset_free(train);
         dataset_free(run->test);
         free(run);
         return 1;
     }
-    self[self_length] = '\0';
-    snprintf(module_path, sizeof(module_path), "%.1000s", self);
-    char *slash = strrchr(module_path, '/');
-    snprintf(slash + 1, sizeof(module_path) - (size_t)(slash + 1 - module_path), "spirt.so");
     if (access(module_path, R_OK) != 0) {
         fprintf(stderr, "spirt train: the module %s is missing (make build)\n", module_path);
         dataset_free(train);

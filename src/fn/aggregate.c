@@ -70,12 +70,10 @@ static size_t append_parameters(const AggConfig *config, const char **argv, char
 
 int fn_aggregate(FnContext *context, const json_t *event, json_t **result, SpirtError *error) {
     FnEvent parsed;
-    int status = fn_event_parse(event, 1, &parsed, error);
+    StoreConn *db;
+    const RunConfig *config;
+    int status = fn_begin(context, event, 1, &parsed, &db, &config, error);
     if (status != SPIRT_OK) return status;
-    StoreConn *db = fn_connect(context, parsed.db, error);
-    if (db == NULL) return error->code;
-    const RunConfig *config = fn_run_config(context, db, error);
-    if (config == NULL) return error->code;
     AggConfig aggregator = config->aggregator;
     const char *spec = NULL;
     if ((status = fn_json_string_or(event, "aggregator", NULL, &spec, error)) != SPIRT_OK) return status;

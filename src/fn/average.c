@@ -12,12 +12,10 @@
 
 int fn_average(FnContext *context, const json_t *event, json_t **result, SpirtError *error) {
     FnEvent parsed;
-    int status = fn_event_parse(event, 1, &parsed, error);
+    StoreConn *db;
+    const RunConfig *config;
+    int status = fn_begin(context, event, 1, &parsed, &db, &config, error);
     if (status != SPIRT_OK) return status;
-    StoreConn *db = fn_connect(context, parsed.db, error);
-    if (db == NULL) return error->code;
-    const RunConfig *config = fn_run_config(context, db, error);
-    if (config == NULL) return error->code;
 
     size_t capacity = config->batches_per_round;
     char(*keys)[KEY_MAX] = calloc(capacity, KEY_MAX);

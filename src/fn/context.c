@@ -182,6 +182,15 @@ const RunConfig *fn_run_config(FnContext *context, StoreConn *db, SpirtError *er
     return &context->config;
 }
 
+int fn_begin(FnContext *context, const json_t *event, int needs_round, FnEvent *parsed, StoreConn **db,
+             const RunConfig **config, SpirtError *error) {
+    int status = fn_event_parse(event, needs_round, parsed, error);
+    if (status != SPIRT_OK) return status;
+    if ((*db = fn_connect(context, parsed->db, error)) == NULL) return error->code;
+    if ((*config = fn_run_config(context, *db, error)) == NULL) return error->code;
+    return SPIRT_OK;
+}
+
 /* --- The model --- */
 
 NnModel *fn_model(FnContext *context, NnModelKind kind, size_t max_batch, SpirtError *error) {

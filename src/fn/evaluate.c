@@ -9,12 +9,10 @@ enum { EVALUATION_BATCH = 500 };
 
 int fn_evaluate(FnContext *context, const json_t *event, json_t **result, SpirtError *error) {
     FnEvent parsed;
-    int status = fn_event_parse(event, 0, &parsed, error);
+    StoreConn *db;
+    const RunConfig *config;
+    int status = fn_begin(context, event, 0, &parsed, &db, &config, error);
     if (status != SPIRT_OK) return status;
-    StoreConn *db = fn_connect(context, parsed.db, error);
-    if (db == NULL) return error->code;
-    const RunConfig *config = fn_run_config(context, db, error);
-    if (config == NULL) return error->code;
     FnData data;
     if ((status = fn_validation_data(context, db, config, &data, error)) != SPIRT_OK) return status;
     NnModel *model = fn_model(context, config->model, EVALUATION_BATCH, error);

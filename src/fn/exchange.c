@@ -196,12 +196,10 @@ static void give_up_waiting(Pending *pending, size_t count, int silent_only, con
 
 int fn_exchange(FnContext *context, const json_t *event, json_t **result, SpirtError *error) {
     FnEvent parsed;
-    int status = fn_event_parse(event, 1, &parsed, error);
+    StoreConn *db;
+    const RunConfig *config;
+    int status = fn_begin(context, event, 1, &parsed, &db, &config, error);
     if (status != SPIRT_OK) return status;
-    StoreConn *db = fn_connect(context, parsed.db, error);
-    if (db == NULL) return error->code;
-    const RunConfig *config = fn_run_config(context, db, error);
-    if (config == NULL) return error->code;
     double wait_seconds;
     if ((status = fn_json_double_or(event, "wait_seconds", config->exchange_wait_seconds, &wait_seconds, error)) !=
         SPIRT_OK)

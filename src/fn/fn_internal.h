@@ -52,6 +52,13 @@ StoreConn *fn_connect_probe(FnContext *context, const char *address, int timeout
  * parsed only when it changed. Borrowed until the next call. */
 const RunConfig *fn_run_config(FnContext *context, StoreConn *db, SpirtError *error);
 
+/* What nearly every function starts with: the event's common part, the
+ * peer's database (fn_connect) and the run configuration (fn_run_config),
+ * all borrowed as above. Returns the first failure's code (with `error`
+ * set) and leaves the outputs unset. */
+int fn_begin(FnContext *context, const json_t *event, int needs_round, FnEvent *parsed, StoreConn **db,
+             const RunConfig **config, SpirtError *error);
+
 /* The model buffers for `kind`, created on first use with room for
  * max_batch examples. Borrowed. */
 NnModel *fn_model(FnContext *context, NnModelKind kind, size_t max_batch, SpirtError *error);

@@ -27,12 +27,10 @@ int fn_write_heartbeat(StoreConn *db, uint64_t round, int64_t ttl_ms, SpirtError
 
 int fn_heartbeat(FnContext *context, const json_t *event, json_t **result, SpirtError *error) {
     FnEvent parsed;
-    int status = fn_event_parse(event, 0, &parsed, error);
+    StoreConn *db;
+    const RunConfig *config;
+    int status = fn_begin(context, event, 0, &parsed, &db, &config, error);
     if (status != SPIRT_OK) return status;
-    StoreConn *db = fn_connect(context, parsed.db, error);
-    if (db == NULL) return error->code;
-    const RunConfig *config = fn_run_config(context, db, error);
-    if (config == NULL) return error->code;
     if ((status = fn_write_heartbeat(db, parsed.round, config->heartbeat_ttl_ms, error)) != SPIRT_OK) return status;
 
     Membership *membership = malloc(sizeof(*membership));

@@ -85,12 +85,10 @@ static size_t peer_count(StoreConn *db) {
 
 int fn_publish(FnContext *context, const json_t *event, json_t **result, SpirtError *error) {
     FnEvent parsed;
-    int status = fn_event_parse(event, 1, &parsed, error);
+    StoreConn *db;
+    const RunConfig *config;
+    int status = fn_begin(context, event, 1, &parsed, &db, &config, error);
     if (status != SPIRT_OK) return status;
-    StoreConn *db = fn_connect(context, parsed.db, error);
-    if (db == NULL) return error->code;
-    const RunConfig *config = fn_run_config(context, db, error);
-    if (config == NULL) return error->code;
     const Identity *identity = fn_identity(context, event, error);
     if (identity == NULL) return error->code;
     if (strcmp(identity->peer_id, parsed.peer_id) != 0)

@@ -94,12 +94,10 @@ static int delete_round(StoreConn *db, uint64_t round, SpirtError *error) {
 
 int fn_update(FnContext *context, const json_t *event, json_t **result, SpirtError *error) {
     FnEvent parsed;
-    int status = fn_event_parse(event, 1, &parsed, error);
+    StoreConn *db;
+    const RunConfig *config;
+    int status = fn_begin(context, event, 1, &parsed, &db, &config, error);
     if (status != SPIRT_OK) return status;
-    StoreConn *db = fn_connect(context, parsed.db, error);
-    if (db == NULL) return error->code;
-    const RunConfig *config = fn_run_config(context, db, error);
-    if (config == NULL) return error->code;
     OptimConfig optimizer;
     if ((status = optimizer_from_event(event, &config->optimizer, &optimizer, error)) != SPIRT_OK) return status;
 
