@@ -257,12 +257,8 @@ static void write_tables(const Setup *setup, const Cell *cells, size_t count, co
                 snprintf(label, sizeof(label), "%.95s", rules[r].label);
             fprintf(md, "| %s |", label);
             if (data) {
-                /* gnuplot reads whitespace-separated headers: no spaces. */
-                char header[128];
-                snprintf(header, sizeof(header), "%s", label);
-                for (char *c = header; *c; c++)
-                    if (*c == ' ') *c = '_';
-                fprintf(data, "%s", header);
+                /* gnuplot splits headers at white space unless quoted. */
+                fprintf(data, "\"%s\"", label);
             }
             for (size_t a = 0; a < attack_count; a++) {
                 const Cell *cell = find_cell(cells, count, &rules[r], attacks[a], f);
