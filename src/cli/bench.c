@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli/self.h"
 #include "spirt/clock.h"
 
 struct BenchReport {
@@ -382,4 +383,41 @@ void bench_python_stop(BenchPython *python) {
     if (python->from) fclose(python->from);
     if (python->pid > 0) waitpid(python->pid, NULL, 0);
     free(python);
+}
+
+int bench_database_start(BenchDatabase *database, const char *module_path, int unix_socket, SpirtError *error) {
+    memset(database, 0, sizeof(*database));
+    char default_module[1024];
+    if (module_path == NULL) {
+        if (cli_sibling_path(default_module, sizeof(default_module), "spirt.so") != 0)
+            return spirt_error_set(error, SPIRT_ERR_NOT_FOUND, "cannot find this program's folder: give --module");
+        module_path = default_module;
+    }
+    const char *base = getenv("TMPDIR");
+    snprintf(database->dir, sizeof(database->dir), "%s/spirt-bench-XXXXXX", base && *base ? base : "/tmp");
+    if (mkdtemp(database->dir) == NULL) {
+        database->dir[0] = '\0';
+        return spirt_error_set(error, SPIRT_ERR_IO, "cannot make a temporary folder: %s", strerror(errno));
+    }
+    if (unix_socket) snprintf(database->socket_path, sizeof(database->socket_path), "%s/db.sock", database->dir);
+    const char *extra[] = {"--unixsocket", database->socket_path, "--unixsocketperm", "700", NULL};
+    database->cluster = cluster_create(database->dir, error);
+    int status = database->cluster ? cluster_start_database(database->cluster, "bench-db", database->dir, module_path,
+                                                            0, unix_socket ? extra : NULL, &database->process, error)
+                                   : error->code;
+    if (status != SPIRT_OK) bench_database_stop(database);
+    return status;
+}
+
+void bench_database_stop(BenchDatabase *database) {
+    cluster_free(database->cluster); /* stops the server by pid */
+    database->cluster = NULL;
+    database->process = NULL;
+    if (database->dir[0] == '\0') return;
+    char path[700];
+    snprintf(path, sizeof(path), "%s/redis.log", database->dir);
+    unlink(path);
+    if (database->socket_path[0]) unlink(database->socket_path);
+    rmdir(database->dir);
+    database->dir[0] = '\0';
 }

@@ -14,6 +14,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#include "spirt/cluster.h"
 #include "spirt/error.h"
 
 typedef struct BenchReport BenchReport;
@@ -78,6 +79,22 @@ BenchPython *bench_python_start(const char *script, const char *const *args, jso
 json_t *bench_python_ask(BenchPython *python, const char *request, SpirtError *error);
 /* Closes its input, waits for it to exit and frees it. NULL is allowed. */
 void bench_python_stop(BenchPython *python);
+
+/* A redis-server for one benchmark: the module loaded, no persistence, a
+ * fresh temporary folder (under $TMPDIR) for its files, a free loopback
+ * port, and with `unix_socket` also a Unix socket at socket_path. */
+typedef struct BenchDatabase {
+    char dir[512];
+    char socket_path[600];    /* "" without a Unix socket */
+    Cluster *cluster;
+    ClusterProcess *process;  /* process->port */
+} BenchDatabase;
+
+/* Starts it with `module_path` (NULL: spirt.so next to this program) and
+ * waits until it answers. On failure nothing is left running or on disk. */
+int bench_database_start(BenchDatabase *database, const char *module_path, int unix_socket, SpirtError *error);
+/* Stops the server by pid and removes its folder. */
+void bench_database_stop(BenchDatabase *database);
 
 /* Fills `buffer` with a path in the source tree (SPIRT_SOURCE_DIR). */
 const char *bench_source_path(char *buffer, size_t size, const char *relative);

@@ -16,8 +16,8 @@
  *                  JSON lists in string keys, averaged and stepped by one EVAL
  *                  with cjson (bench/indb_average_update.lua)
  *
- * It starts its own redis-server on loopback with the module loaded (fork and
- * exec, stopped by pid at the end), without persistence, so only the
+ * It starts its own redis-server on loopback with the module loaded
+ * (bench_database_start: stopped by pid at the end), without persistence, so only the
  * computation and the data movement are measured. All are timed in rounds
  * -- (a) and (a') three times each, (b), (c) -- so a burst of other work on a
  * shared machine hits them alike (see time_interleaved); each figure is the
@@ -29,23 +29,15 @@
  * Before timing, (a), (a') and (b) are run once from the same parameters and
  * their results compared bit for bit: all use the project's one
  * implementation of each kernel, so they must agree exactly. */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <hiredis/hiredis.h>
-#include <netinet/in.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "cli/bench.h"
 #include "cli/options.h"
-#include "cli/self.h"
 #include "spirt/agg.h"
 #include "spirt/clock.h"
 #include "spirt/optim.h"
@@ -58,29 +50,6 @@
 
 /* --- The server ------------------------------------------------------------ */
 
-typedef struct BenchServer {
-    pid_t pid;
-    int port;
-    char dir[256];
-} BenchServer;
-
-/* A free TCP port on 127.0.0.1 (the kernel picks it; racy by nature, so
- * start_server retries). */
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return -1;
-    struct sockaddr_in address = {0};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof(address);
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&address, sizeof(address)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&address, &length) == 0)
-        port = ntohs(address.sin_port);
-    close(fd);
-    return port;
-}
-
 static redisContext *connect_server(int port) {
     struct timeval timeout = {120, 0};
     redisContext *context = redisConnectWithTimeout("127.0.0.1", port, timeout);
@@ -90,81 +59,6 @@ static redisContext *connect_server(int port) {
     }
     if (context) redisSetTimeout(context, timeout);
     return context;
-}
-
-/* SIGTERM, then SIGKILL after 5 s; reaps the process. */
-static void stop_process(BenchServer *server) {
-    if (server->pid <= 0) return;
-    kill(server->pid, SIGTERM);
-    for (int i = 0; i < 500 && server->pid > 0; i++) {
-        if (waitpid(server->pid, NULL, WNOHANG) == server->pid)
-            server->pid = 0;
-        else
-            clock_sleep_ms(10);
-    }
-    if (server->pid > 0) {
-        kill(server->pid, SIGKILL);
-        waitpid(server->pid, NULL, 0);
-        server->pid = 0;
-    }
-}
-
-static void stop_server(BenchServer *server) {
-    stop_process(server);
-    if (server->dir[0]) {
-        char path[400];
-        snprintf(path, sizeof(path), "%s/redis.log", server->dir);
-        unlink(path);
-        rmdir(server->dir);
-        server->dir[0] = '\0';
-    }
-}
-
-static int start_server(BenchServer *server, const char *module_path, SpirtError *error) {
-    memset(server, 0, sizeof(*server));
-    const char *base = getenv("TMPDIR");
-    snprintf(server->dir, sizeof(server->dir), "%s/spirt-bench-indb-XXXXXX", base && *base ? base : "/tmp");
-    if (mkdtemp(server->dir) == NULL) {
-        server->dir[0] = '\0';
-        return spirt_error_set(error, SPIRT_ERR_IO, "cannot make a temporary folder: %s", strerror(errno));
-    }
-    for (int attempt = 0; attempt < 5; attempt++) {
-        server->port = free_port();
-        char port_text[16], log_path[400];
-        snprintf(port_text, sizeof(port_text), "%d", server->port);
-        snprintf(log_path, sizeof(log_path), "%s/redis.log", server->dir);
-        const char *argv[] = {"redis-server", "--port",       port_text,   "--bind", "127.0.0.1", "--dir",
-                              server->dir,    "--logfile",    log_path,    "--save", "",          "--appendonly",
-                              "no",           "--loadmodule", module_path, NULL};
-        fflush(stdout);
-        pid_t pid = fork();
-        if (pid < 0) return spirt_error_set(error, SPIRT_ERR_IO, "fork: %s", strerror(errno));
-        if (pid == 0) {
-            execvp("redis-server", (char *const *)argv);
-            _exit(127);
-        }
-        server->pid = pid;
-        for (int i = 0; i < 250; i++) {
-            if (waitpid(pid, NULL, WNOHANG) == pid) {
-                server->pid = 0;
-                break;
-            }
-            redisContext *context = connect_server(server->port);
-            if (context) {
-                redisReply *reply = redisCommand(context, "PING");
-                int ok = reply && reply->type == REDIS_REPLY_STATUS;
-                if (reply) freeReplyObject(reply);
-                redisFree(context);
-                if (ok) return SPIRT_OK;
-            }
-            clock_sleep_ms(20);
-        }
-        stop_process(server);
-    }
-    stop_server(server);
-    return spirt_error_set(error, SPIRT_ERR_IO,
-                           "redis-server did not start with %s (is redis-server installed, is the module built?)",
-                           module_path);
 }
 
 /* --- Commands ---------------------------------------------------------------- */
@@ -584,12 +478,6 @@ int bench_indb(int argc, char **argv) {
     if (repeats < 1) return cli_usage_error(&command, "--repeats must be >= 1");
     if (threads <= 0) threads = parallel_default_threads();
 
-    char default_module[1024];
-    if (module_path == NULL) {
-        if (cli_sibling_path(default_module, sizeof(default_module), "spirt.so") != 0)
-            return cli_usage_error(&command, "cannot find this program's folder: give --module");
-        module_path = default_module;
-    }
     char lua_path[1024];
     bench_source_path(lua_path, sizeof(lua_path), "bench/indb_average_update.lua");
     FILE *lua_file = fopen(lua_path, "r");
@@ -606,17 +494,17 @@ int bench_indb(int argc, char **argv) {
     char threads_text[16];
     snprintf(threads_text, sizeof(threads_text), "%d", threads);
     setenv("SPIRT_THREADS", threads_text, 1);
-    BenchServer server;
+    BenchDatabase server;
     SpirtError error;
     spirt_error_clear(&error);
-    if (start_server(&server, module_path, &error) != SPIRT_OK) {
+    if (bench_database_start(&server, module_path, 0, &error) != SPIRT_OK) {
         fprintf(stderr, "spirt bench indb: %s\n", error.message);
         return 1;
     }
     BenchCase bench;
     memset(&bench, 0, sizeof(bench));
     bench.threads = threads;
-    bench.context = connect_server(server.port);
+    bench.context = connect_server(server.process->port);
     redisReply *sha = bench.context ? redisCommand(bench.context, "SCRIPT LOAD %s", lua_script) : NULL;
     if (sha == NULL || sha->type != REDIS_REPLY_STRING) {
         fprintf(stderr, "spirt bench indb: cannot load the Lua script: %s\n",
@@ -625,7 +513,7 @@ int bench_indb(int argc, char **argv) {
                                 : "no connection");
         if (sha) freeReplyObject(sha);
         if (bench.context) redisFree(bench.context);
-        stop_server(&server);
+        bench_database_stop(&server);
         return 1;
     }
     static char sha_text[64];
@@ -701,7 +589,7 @@ int bench_indb(int argc, char **argv) {
         if (flush) freeReplyObject(flush);
     }
     redisFree(bench.context);
-    stop_server(&server);
+    bench_database_stop(&server);
     tensor_buffer_free(bench.average);
 
     if (status == 0) {

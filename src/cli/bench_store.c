@@ -26,13 +26,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli/bench.h"
 #include "cli/options.h"
-#include "cli/self.h"
 #include "spirt/clock.h"
-#include "spirt/cluster.h"
 #include "spirt/rng.h"
 #include "spirt/store.h"
 #include "spirt/tensor.h"
@@ -320,43 +317,20 @@ int bench_store(int argc, char **argv) {
     int size_count = parse_sizes(sizes_text, sizes, MAX_SIZES);
     if (size_count <= 0) return cli_usage_error(&command, "--sizes: '%s' is not a list of sizes up to 256M", sizes_text);
     if (repeats < 1) return cli_usage_error(&command, "--repeats must be >= 1");
-    char module_buffer[1024];
-    if (module_path == NULL) {
-        if (cli_sibling_path(module_buffer, sizeof(module_buffer), "spirt.so") != 0)
-            return cli_usage_error(&command, "cannot find this program's folder: give --module");
-        module_path = module_buffer;
-    }
-
-    char dir[512], socket_path[600];
-    const char *base = getenv("TMPDIR");
-    snprintf(dir, sizeof(dir), "%s/spirt-bench-store-XXXXXX", base && *base ? base : "/tmp");
-    if (mkdtemp(dir) == NULL) {
-        fprintf(stderr, "spirt bench store: cannot make a temporary folder: %s\n", strerror(errno));
-        return 1;
-    }
-    snprintf(socket_path, sizeof(socket_path), "%s/db.sock", dir);
     SpirtError error;
     spirt_error_clear(&error);
-    Cluster *cluster = cluster_create(dir, &error);
-    ClusterProcess *database = NULL;
-    const char *extra[] = {"--unixsocket", socket_path, "--unixsocketperm", "700", NULL};
-    int status = cluster ? cluster_start_database(cluster, "bench-db", dir, module_path, 0, extra, &database, &error)
-                         : error.code;
+    BenchDatabase database;
+    int status = bench_database_start(&database, module_path, 1, &error);
     BenchReport *report = bench_report_create("store");
     int all_identical = 1;
     Clients clients = {0};
-    if (status == SPIRT_OK) status = connect_clients(&clients, "tcp", database->port, NULL, &error);
+    if (status == SPIRT_OK) status = connect_clients(&clients, "tcp", database.process->port, NULL, &error);
     if (status == SPIRT_OK) status = run_cases(&clients, sizes, size_count, repeats, report, &all_identical, &error);
     disconnect_clients(&clients);
-    if (status == SPIRT_OK) status = connect_clients(&clients, "unix", 0, socket_path, &error);
+    if (status == SPIRT_OK) status = connect_clients(&clients, "unix", 0, database.socket_path, &error);
     if (status == SPIRT_OK) status = run_cases(&clients, sizes, size_count, repeats, report, &all_identical, &error);
     disconnect_clients(&clients);
-    cluster_free(cluster); /* stops the server by pid */
-    char path[700];
-    snprintf(path, sizeof(path), "%s/redis.log", dir);
-    unlink(path);
-    unlink(socket_path);
-    rmdir(dir);
+    bench_database_stop(&database);
 
     if (status != SPIRT_OK) {
         fprintf(stderr, "spirt bench store: %s\n", error.message);
