@@ -149,9 +149,10 @@ int bench_e2e(int argc, char **argv) {
         json_decref(ddp);
     }
     bench_report_note(report, "epoch times exclude start-up and evaluation on both sides; speedup = DDP epoch / spirt epoch");
-    bench_report_note(report, inline_functions ? "spirt: functions inside the peer processes (--inline), no workers"
-                                               : "spirt: %d warm worker(s) per peer, invoked through its database's stream",
-                      workers);
+    if (inline_functions)
+        bench_report_note(report, "spirt: functions inside the peer processes (--inline), no workers");
+    else
+        bench_report_note(report, "spirt: %d warm worker(s) per peer, invoked through its database's stream", workers);
     bench_report_note(report, "this machine has %ld cores: N > cores over-subscribes both sides", sysconf(_SC_NPROCESSORS_ONLN));
     const char *columns[] = {"peers", "global_batch", "spirt_epoch_s", "baseline_epoch_s", "speedup",
                              "spirt_time_to_target_s", "baseline_time_to_target_s", "spirt_test_accuracy",
