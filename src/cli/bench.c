@@ -421,3 +421,25 @@ void bench_database_stop(BenchDatabase *database) {
     rmdir(database->dir);
     database->dir[0] = '\0';
 }
+
+int bench_parse_list(const char *text, double kilo, double *values, int max) {
+    int count = 0;
+    const char *p = text;
+    while (*p && count < max) {
+        char *end;
+        errno = 0;
+        double value = strtod(p, &end);
+        if (end == p || errno || value <= 0) return -1;
+        if (*end == 'M' || *end == 'm')
+            value *= kilo * kilo, end++;
+        else if (*end == 'K' || *end == 'k')
+            value *= kilo, end++;
+        values[count++] = value;
+        if (*end == ',')
+            end++;
+        else if (*end)
+            return -1;
+        p = end;
+    }
+    return *p ? -1 : count;
+}

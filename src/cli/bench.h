@@ -80,6 +80,12 @@ json_t *bench_python_ask(BenchPython *python, const char *request, SpirtError *e
 /* Closes its input, waits for it to exit and frees it. NULL is allowed. */
 void bench_python_stop(BenchPython *python);
 
+/* A comma-separated list of positive numbers, each with an optional k/K
+ * (times `kilo`) or m/M (times kilo squared) suffix: "0.1M,4,16k". Fills
+ * values[] and returns how many, or -1 if the text is not such a list or
+ * holds more than `max`. */
+int bench_parse_list(const char *text, double kilo, double *values, int max);
+
 /* A redis-server for one benchmark: the module loaded, no persistence, a
  * fresh temporary folder (under $TMPDIR) for its files, a free loopback
  * port, and with `unix_socket` also a Unix socket at socket_path. */

@@ -427,26 +427,12 @@ static void note_acceptance(BenchReport *report, const char *path, const Accepta
                       acceptance->worst_lua_speedup < 1e300 ? acceptance->worst_lua_speedup : 0.0);
 }
 
-static int parse_list(const char *text, uint64_t *values, int max) {
-    int count = 0;
-    const char *p = text;
-    while (*p && count < max) {
-        char *end;
-        errno = 0;
-        double value = strtod(p, &end);
-        if (end == p || errno || value <= 0) return -1;
-        if (*end == 'M' || *end == 'm')
-            value *= 1e6, end++;
-        else if (*end == 'k' || *end == 'K')
-            value *= 1e3, end++;
-        values[count++] = (uint64_t)(value + 0.5);
-        if (*end == ',')
-            end++;
-        else if (*end)
-            return -1;
-        p = end;
-    }
-    return *p ? -1 : count;
+/* A list of counts ("0.1M,1M", k and M decimal) as whole numbers. */
+static int parse_counts(const char *text, uint64_t *counts, int max) {
+    double values[MAX_CASES];
+    int count = bench_parse_list(text, 1e3, values, max < MAX_CASES ? max : MAX_CASES);
+    for (int i = 0; i < count; i++) counts[i] = (uint64_t)(values[i] + 0.5);
+    return count;
 }
 
 int bench_indb(int argc, char **argv) {
@@ -469,8 +455,8 @@ int bench_indb(int argc, char **argv) {
     int parsed = cli_parse(&command, argc, argv, NULL, 0, &positional_count);
     if (parsed != CLI_PARSED) return parsed == CLI_EXIT_OK ? 0 : 2;
     uint64_t param_counts[MAX_CASES], batch_counts[MAX_CASES];
-    int param_cases = parse_list(params_text, param_counts, MAX_CASES);
-    int batch_cases = parse_list(batches_text, batch_counts, MAX_CASES);
+    int param_cases = parse_counts(params_text, param_counts, MAX_CASES);
+    int batch_cases = parse_counts(batches_text, batch_counts, MAX_CASES);
     if (param_cases <= 0) return cli_usage_error(&command, "--params: '%s' is not a list of counts", params_text);
     if (batch_cases <= 0) return cli_usage_error(&command, "--batches: '%s' is not a list of counts", batches_text);
     for (int i = 0; i < batch_cases; i++)

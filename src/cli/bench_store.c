@@ -21,7 +21,6 @@
  *
  * speedup = baseline time / spirt time (above 1: spirt is faster);
  * spirt_mb_s = bytes moved per second by spirt (10^6 bytes). */
-#include <errno.h>
 #include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -226,29 +225,16 @@ static void disconnect_clients(Clients *clients) {
     memset(clients, 0, sizeof(*clients));
 }
 
-/* "1M,16M" (M = 2^20 bytes, K = 2^10) into sizes, multiples of 4. */
+/* A list of sizes in bytes ("1M,16M", K and M binary), each rounded down
+ * to whole floats, 4 bytes to 256 MiB. */
 static int parse_sizes(const char *text, size_t *sizes, int max) {
-    int count = 0;
-    const char *p = text;
-    while (*p && count < max) {
-        char *end;
-        errno = 0;
-        double value = strtod(p, &end);
-        if (end == p || errno || value <= 0) return -1;
-        if (*end == 'M' || *end == 'm')
-            value *= 1 << 20, end++;
-        else if (*end == 'K' || *end == 'k')
-            value *= 1 << 10, end++;
-        size_t bytes = (size_t)value / 4 * 4;
-        if (bytes == 0 || bytes > ((size_t)256 << 20)) return -1;
-        sizes[count++] = bytes;
-        if (*end == ',')
-            end++;
-        else if (*end)
-            return -1;
-        p = end;
+    double values[MAX_SIZES];
+    int count = bench_parse_list(text, 1024, values, max < MAX_SIZES ? max : MAX_SIZES);
+    for (int i = 0; i < count; i++) {
+        sizes[i] = (size_t)values[i] / 4 * 4;
+        if (sizes[i] == 0 || sizes[i] > ((size_t)256 << 20)) return -1;
     }
-    return *p ? -1 : count;
+    return count;
 }
 
 /* Runs every case on one transport; rows go to the report. */
