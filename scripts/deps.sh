@@ -9,9 +9,12 @@
 # `apt-get update` first).
 set -eu
 
+# librust-blake3-dev: BLAKE3's reference C sources (built into spirt);
+# b3sum: an independent (Rust) BLAKE3 the tests check ours against.
 packages="build-essential cmake pkg-config redis-server libhiredis-dev
 libopenblas-dev libsodium-dev libjansson-dev zlib1g-dev libssl-dev openssl
-dataset-fashion-mnist gnuplot-nox"
+dataset-fashion-mnist gnuplot-nox librust-blake3-dev
+b3sum"
 
 bench_packages="python3 python3-numpy python3-torch"
 

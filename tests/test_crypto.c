@@ -1,4 +1,4 @@
-/* test_crypto.c -- identities, key files and signed envelopes. */
+/* test_crypto.c -- identities, key files, signed envelopes and their digest. */
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "spirt/crypto.h"
+#include "spirt/digest.h"
 #include "test.h"
 
 static void test_identities(void) {
@@ -131,8 +132,76 @@ static void test_envelopes(void) {
     free(envelope);
 }
 
+/* BLAKE3 against b3sum, Debian's Rust implementation (independent code),
+ * at sizes around the 64-byte block and 1 KiB chunk boundaries and past
+ * the 16-chunk width of the AVX-512 kernel, and through pieces split at
+ * odd places. The envelope's header must hold that digest. */
+static void hex_of(const unsigned char *bytes, size_t count, char *out) {
+    for (size_t i = 0; i < count; i++) sprintf(out + 2 * i, "%02x", bytes[i]);
+}
+
+static void test_digest(void) {
+    test_begin("digest: BLAKE3 matches b3sum; envelopes carry it");
+    const size_t sizes[] = {0, 1, 63, 64, 65, 1023, 1024, 1025, 2048, 3 * 1024 + 1, 16 * 1024, 17 * 1024 + 5,
+                            (1 << 20) + 3, 940 * 1024};
+    unsigned char *bytes = malloc((1 << 20) + 3);
+    uint64_t state = 0x243f6a8885a308d3ull;
+    for (size_t i = 0; i < (1 << 20) + 3; i++) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        bytes[i] = (unsigned char)(state >> 56);
+    }
+    char path[1024], command[1200];
+    test_temp_path(path, sizeof(path), "digest.bin");
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        size_t size = sizes[k];
+        FILE *file = fopen(path, "wb");
+        CHECK(file != NULL && fwrite(bytes, 1, size, file) == size);
+        if (file) fclose(file);
+        snprintf(command, sizeof(command), "b3sum --no-names '%s'", path);
+        FILE *pipe = popen(command, "r");
+        char expected[128] = "";
+        CHECKF(pipe != NULL && fgets(expected, sizeof(expected), pipe) != NULL, "b3sum did not run (scripts/deps.sh installs it)");
+        if (pipe) pclose(pipe);
+        expected[strcspn(expected, "\n")] = '\0';
+
+        unsigned char digest[SPIRT_DIGEST_BYTES];
+        char actual[2 * SPIRT_DIGEST_BYTES + 1];
+        digest_blake3(bytes, size, digest);
+        hex_of(digest, SPIRT_DIGEST_BYTES, actual);
+        CHECKF(strcmp(actual, expected) == 0, "%zu bytes: %s, b3sum %s", size, actual, expected);
+
+        /* The same bytes in three pieces, cut off the block grid. */
+        size_t first = size / 3, second = size / 3 + (size > 7 ? 7 : 0);
+        if (first + second > size) second = size - first;
+        DigestPiece pieces[] = {{bytes, first}, {bytes + first, second}, {bytes + first + second, size - first - second}};
+        unsigned char pieced[SPIRT_DIGEST_BYTES];
+        digest_blake3_pieces(pieces, 3, pieced);
+        CHECKF(memcmp(pieced, digest, SPIRT_DIGEST_BYTES) == 0, "%zu bytes in pieces", size);
+    }
+
+    SpirtError error;
+    Identity alice;
+    identity_generate(&alice, "alice", &error);
+    size_t envelope_size = 0;
+    unsigned char *envelope =
+        envelope_seal(&alice, ENVELOPE_KIND_ROUND_AVERAGE, 3, bytes, 5000, &envelope_size, &error);
+    unsigned char digest[SPIRT_DIGEST_BYTES];
+    digest_blake3(bytes, 5000, digest);
+    CHECK(envelope != NULL && memcmp(envelope + 32, digest, SPIRT_DIGEST_BYTES) == 0);
+    /* Version 1 (SHA-256) envelopes are refused by name. */
+    if (envelope) {
+        envelope[8] = 1;
+        EnvelopeContents contents;
+        CHECK_ERROR(envelope_open(envelope, envelope_size, &alice, ENVELOPE_KIND_ROUND_AVERAGE, 3, &contents, &error),
+                    SPIRT_ERR_FORMAT, &error, "version 1 is not supported");
+    }
+    free(envelope);
+    free(bytes);
+}
+
 int main(void) {
     test_identities();
     test_envelopes();
+    test_digest();
     return test_finish();
 }

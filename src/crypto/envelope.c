@@ -1,14 +1,14 @@
 /* envelope.c -- signed envelopes for what peers publish
  * (format in include/spirt/crypto.h). */
-#include <openssl/evp.h> /* SHA-256 of payloads */
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "spirt/crypto.h"
+#include "spirt/digest.h"
 
 static const char envelope_magic[8] = {'S', 'P', 'I', 'R', 'T', 'E', 'N', 'V'};
-enum { ENVELOPE_VERSION = 1, DIGEST_BYTES = 32 };
+enum { ENVELOPE_VERSION = 2, DIGEST_BYTES = SPIRT_DIGEST_BYTES };
 
 static void put_u16(unsigned char *p, uint16_t v) {
     p[0] = (unsigned char)v;
@@ -17,15 +17,6 @@ static void put_u16(unsigned char *p, uint16_t v) {
 static void put_u64(unsigned char *p, uint64_t v) {
     for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
 }
-/* SHA-256 of the payload into out[32]; 0 on success. */
-static int payload_digest(const void *payload, size_t size, unsigned char out[DIGEST_BYTES]) {
-    unsigned int length = 0;
-    static const unsigned char nothing[1];
-    return EVP_Digest(size ? payload : nothing, size, out, &length, EVP_sha256(), NULL) == 1 && length == DIGEST_BYTES
-               ? 0
-               : -1;
-}
-
 static uint16_t get_u16(const unsigned char *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 static uint64_t get_u64(const unsigned char *p) {
     uint64_t v = 0;
@@ -62,11 +53,7 @@ unsigned char *envelope_seal(const Identity *signer, EnvelopeKind kind, uint64_t
     put_u16(envelope + 12, (uint16_t)id_length);
     put_u64(envelope + 16, round);
     put_u64(envelope + 24, payload_size);
-    if (payload_digest(payload, payload_size, envelope + 32) != 0) {
-        free(envelope);
-        spirt_error_set(error, SPIRT_ERR_INTERNAL, "SHA-256 failed");
-        return NULL;
-    }
+    digest_blake3(payload, payload_size, envelope + 32);
     memcpy(envelope + ENVELOPE_HEADER_BYTES, signer->peer_id, id_length);
     if (payload_size) memcpy(envelope + signed_length, payload, payload_size);
     /* The signature goes last, over the header and the id; the payload is
@@ -82,7 +69,8 @@ int envelope_peek(const unsigned char *envelope, size_t size, EnvelopeContents *
     if (memcmp(envelope, envelope_magic, 8) != 0)
         return spirt_error_set(error, SPIRT_ERR_FORMAT, "not a signed envelope (bad magic)");
     if (get_u16(envelope + 8) != ENVELOPE_VERSION)
-        return spirt_error_set(error, SPIRT_ERR_FORMAT, "envelope version %u is not supported", get_u16(envelope + 8));
+        return spirt_error_set(error, SPIRT_ERR_FORMAT, "envelope version %u is not supported (this build reads %d)",
+                               get_u16(envelope + 8), ENVELOPE_VERSION);
     if (get_u16(envelope + 14) != 0)
         return spirt_error_set(error, SPIRT_ERR_FORMAT, "envelope reserved field is not zero");
     size_t id_length = get_u16(envelope + 12);
@@ -127,8 +115,7 @@ int envelope_open(const unsigned char *envelope, size_t size, const Identity *se
         return spirt_error_set(error, SPIRT_ERR_AUTH, "envelope from %s is for round %llu, expected %llu",
                                sender->peer_id, (unsigned long long)parsed.round, (unsigned long long)round);
     unsigned char digest[DIGEST_BYTES];
-    if (payload_digest(parsed.payload, parsed.payload_size, digest) != 0)
-        return spirt_error_set(error, SPIRT_ERR_INTERNAL, "SHA-256 failed");
+    digest_blake3(parsed.payload, parsed.payload_size, digest);
     if (sodium_memcmp(digest, envelope + 32, DIGEST_BYTES) != 0)
         return spirt_error_set(error, SPIRT_ERR_AUTH, "payload from %s does not match its signed digest", sender->peer_id);
     *contents = parsed;
