@@ -92,6 +92,8 @@ static RedisModuleCommandKeySpec tset_keys[] = {SPEC_AT(KEY_OVERWRITE, 1), {0}};
 static RedisModuleCommandKeySpec read_one_key[] = {SPEC_AT(KEY_READ, 1), {0}};
 static RedisModuleCommandKeySpec read_all_keys[] = {SPEC_FROM(KEY_READ, 1), {0}};
 static RedisModuleCommandKeySpec avg_keys[] = {SPEC_AT(KEY_OVERWRITE, 1), SPEC_FROM(KEY_READ, 2), {0}};
+/* TWRAP dst src: writes dst, reads src. */
+static RedisModuleCommandKeySpec twrap_keys[] = {SPEC_AT(KEY_OVERWRITE, 1), SPEC_AT(KEY_READ, 2), {0}};
 static RedisModuleCommandKeySpec agg_keys[] = {
     SPEC_AT(KEY_OVERWRITE, 1),
     /* SRC n key...: the count, then n keys. */
@@ -135,6 +137,10 @@ static const CommandEntry commands[] = {
      "SPIRT.AVG then SPIRT.UPDATE in one pass: SPIRT.AVGUPDATE params avg OPT name LR x [options] SRC n src ..."},
     {"spirt.set", spirt_command_set, "write deny-oom", 1, 1, 1, 3, tset_keys,
      "Store a string, as SET, without propagating it under a TRANSIENT_PREFIX: SPIRT.SET key value"},
+    {"spirt.tdigest", spirt_command_tdigest, "readonly", 1, 1, 1, 2, read_one_key,
+     "BLAKE3 of a tensor's encoding and the encoding's length: SPIRT.TDIGEST key"},
+    {"spirt.twrap", spirt_command_twrap, "write deny-oom", 1, 2, 1, -3, twrap_keys,
+     "Store PREFIX + a tensor's encoding + SUFFIX as a string: SPIRT.TWRAP dst src [PREFIX b] [SUFFIX b] [DIGEST hex]"},
 };
 
 static int register_commands(RedisModuleCtx *ctx) {

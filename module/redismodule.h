@@ -223,6 +223,9 @@ typedef struct RedisModuleCommandInfo {
     X(void, CloseKey, (RedisModuleKey * key))                                                           \
     X(int, KeyType, (RedisModuleKey * key))                                                             \
     X(int, StringSet, (RedisModuleKey * key, RedisModuleString * text))                                 \
+    X(int, StringTruncate, (RedisModuleKey * key, size_t length))                                       \
+    X(char *, StringDMA, (RedisModuleKey * key, size_t * length, int mode))                             \
+    X(int, DeleteKey, (RedisModuleKey * key))                                                           \
     X(RedisModuleType *, CreateDataType,                                                                \
       (RedisModuleCtx * ctx, const char *name, int encoding_version, RedisModuleTypeMethods *methods))  \
     X(int, ModuleTypeSetValue, (RedisModuleKey * key, RedisModuleType * type, void *value))             \

@@ -217,5 +217,7 @@ int spirt_command_agg(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int spirt_command_update(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int spirt_command_avgupdate(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int spirt_command_set(RedisModuleCtx *ctx, RedisModuleString **argv, int argc); /* commands_string.c */
+int spirt_command_tdigest(RedisModuleCtx *ctx, RedisModuleString **argv, int argc); /* commands_wrap.c */
+int spirt_command_twrap(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 
 #endif /* SPIRT_MODULE_H */

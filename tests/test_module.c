@@ -13,6 +13,8 @@
 #include <string.h>
 
 #include "module_client.h"
+#include "spirt/crypto.h"
+#include "spirt/digest.h"
 #include "spirt/tensor.h"
 #include "test.h"
 
@@ -504,6 +506,124 @@ static void test_set(redisContext *c) {
     free(bytes);
 }
 
+/* TDIGEST's digest and TWRAP's bytes, checked against the library's own
+ * encoding (tensor_encode_without_digest) and digest, and end to end: an
+ * envelope signed around TDIGEST's digest and wrapped by TWRAP opens with
+ * envelope_open and decodes to the stored values. */
+static void test_wrap(redisContext *c) {
+    test_begin("TDIGEST/TWRAP: the encoding's BLAKE3, wrapped where it is; an envelope that opens; errors");
+    enum { COUNT = 300001 }; /* odd, and above the default inline_max */
+    float *values = malloc(COUNT * sizeof(float));
+    if (values == NULL) {
+        CHECK(!"out of memory");
+        return;
+    }
+    module_test_random(values, COUNT, 7, 2.0);
+    CHECK(module_test_tset_vector(c, "wrap:avg", values, COUNT));
+    TensorShape shape;
+    tensor_shape_vector(&shape, COUNT, NULL);
+    SpirtError error;
+    Tensor *tensor = tensor_create(&shape, &error);
+    memcpy(tensor->data, values, COUNT * sizeof(float));
+    size_t encoding_size = 0;
+    unsigned char *encoding = tensor_encode_without_digest(tensor, &encoding_size, &error);
+    unsigned char digest[SPIRT_DIGEST_BYTES];
+    digest_blake3(encoding, encoding_size, digest);
+    char hex[SPIRT_DIGEST_HEX_BYTES + 1];
+    for (int i = 0; i < SPIRT_DIGEST_BYTES; i++) sprintf(hex + 2 * i, "%02x", digest[i]); /* not digest_to_hex: a second opinion */
+
+    redisReply *reply = module_test_command(c, "SPIRT.TDIGEST", "wrap:avg", NULL);
+    CHECK(reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+          reply->element[0]->type == REDIS_REPLY_STRING && strcmp(reply->element[0]->str, hex) == 0 &&
+          reply->element[1]->type == REDIS_REPLY_INTEGER && (size_t)reply->element[1]->integer == encoding_size);
+    if (reply) freeReplyObject(reply);
+
+    /* A signed envelope around the stored tensor, over an old value and TTL. */
+    Identity alice;
+    identity_generate(&alice, "alice", &error);
+    unsigned char head[ENVELOPE_HEAD_MAX], signature[ENVELOPE_SIGNATURE_BYTES];
+    size_t head_size = 0;
+    CHECK_OK(envelope_seal_around(&alice, ENVELOPE_KIND_ROUND_AVERAGE, 5, encoding_size, digest, head, &head_size,
+                                  signature, &error),
+             &error);
+    CHECK(module_test_ok(c, "SET", "wrap:pub", "old", "EX", "100", NULL));
+    reply = redisCommand(c, "SPIRT.TWRAP wrap:pub wrap:avg PREFIX %b SUFFIX %b DIGEST %s", head, head_size, signature,
+                         (size_t)ENVELOPE_SIGNATURE_BYTES, hex);
+    size_t envelope_size = head_size + encoding_size + ENVELOPE_SIGNATURE_BYTES;
+    CHECK(reply && reply->type == REDIS_REPLY_INTEGER && (size_t)reply->integer == envelope_size);
+    if (reply) freeReplyObject(reply);
+    reply = module_test_command(c, "TTL", "wrap:pub", NULL);
+    CHECK(reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == -1);
+    if (reply) freeReplyObject(reply);
+    reply = module_test_command(c, "GET", "wrap:pub", NULL);
+    CHECK(reply && reply->type == REDIS_REPLY_STRING && (size_t)reply->len == envelope_size);
+    if (reply && reply->type == REDIS_REPLY_STRING && (size_t)reply->len == envelope_size) {
+        const unsigned char *bytes = (const unsigned char *)reply->str;
+        CHECK(memcmp(bytes, head, head_size) == 0 && memcmp(bytes + head_size, encoding, encoding_size) == 0 &&
+              memcmp(bytes + head_size + encoding_size, signature, ENVELOPE_SIGNATURE_BYTES) == 0);
+        EnvelopeContents contents;
+        CHECK_OK(envelope_open(bytes, envelope_size, &alice, ENVELOPE_KIND_ROUND_AVERAGE, 5, &contents, &error), &error);
+        Tensor *decoded = tensor_decode_authenticated(contents.payload, contents.payload_size, "alice", &error);
+        CHECK(decoded && decoded->count == COUNT && memcmp(decoded->data, values, COUNT * sizeof(float)) == 0);
+        tensor_free(decoded);
+    }
+    if (reply) freeReplyObject(reply);
+
+    /* No options: the bare encoding, over a tensor key. */
+    CHECK(module_test_tset_vector(c, "wrap:bare", values, 3));
+    reply = module_test_command(c, "SPIRT.TWRAP", "wrap:bare", "wrap:avg", NULL);
+    CHECK(reply && reply->type == REDIS_REPLY_INTEGER && (size_t)reply->integer == encoding_size);
+    if (reply) freeReplyObject(reply);
+    reply = module_test_command(c, "GET", "wrap:bare", NULL);
+    CHECK(reply && reply->type == REDIS_REPLY_STRING && (size_t)reply->len == encoding_size &&
+          memcmp(reply->str, encoding, encoding_size) == 0);
+    if (reply) freeReplyObject(reply);
+
+    /* Another tensor under the source since TDIGEST: refused, nothing written. */
+    values[COUNT / 2] += 1.0f;
+    CHECK(module_test_tset_vector(c, "wrap:avg", values, COUNT));
+    reply = module_test_command(c, "SPIRT.TWRAP", "wrap:pub", "wrap:avg", "DIGEST", hex, NULL);
+    CHECK(module_test_is_error(reply, "CONFLICT"));
+    if (reply) freeReplyObject(reply);
+    reply = module_test_command(c, "STRLEN", "wrap:pub", NULL);
+    CHECK(reply && reply->type == REDIS_REPLY_INTEGER && (size_t)reply->integer == envelope_size);
+    if (reply) freeReplyObject(reply);
+
+    static const struct {
+        const char *argv[8];
+        const char *code, *needle;
+    } cases[] = {
+        {{"SPIRT.TDIGEST"}, "ERR", "wrong number"},
+        {{"SPIRT.TDIGEST", "wrap:avg", "x"}, "ERR", "wrong number"},
+        {{"SPIRT.TDIGEST", "wrap:none"}, "NOKEY", "wrap:none"},
+        {{"SPIRT.TDIGEST", "wrap:pub"}, "WRONGTYPE", ""},
+        {{"SPIRT.TWRAP", "wrap:x"}, "ERR", "wrong number"},
+        {{"SPIRT.TWRAP", "wrap:x", "wrap:avg", "PREFIX"}, "ERR", "wrong number"},
+        {{"SPIRT.TWRAP", "wrap:x", "wrap:avg", "PREFIX", "a", "PREFIX", "b"}, "INVALID", "PREFIX"},
+        {{"SPIRT.TWRAP", "wrap:x", "wrap:avg", "HEAD", "a"}, "INVALID", "HEAD"},
+        {{"SPIRT.TWRAP", "wrap:x", "wrap:avg", "DIGEST", "abc"}, "INVALID", "64 hex"},
+        {{"SPIRT.TWRAP", "wrap:x", "wrap:avg", "DIGEST",
+          "zz00000000000000000000000000000000000000000000000000000000000000"},
+         "INVALID", "64 hex"},
+        {{"SPIRT.TWRAP", "wrap:x", "wrap:none"}, "NOKEY", "wrap:none"},
+        {{"SPIRT.TWRAP", "wrap:x", "wrap:pub"}, "WRONGTYPE", ""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int argc = 0;
+        while (argc < 8 && cases[i].argv[argc]) argc++;
+        reply = module_test_command_argv(c, argc, (const char **)cases[i].argv, NULL);
+        CHECKF(module_test_is_error(reply, cases[i].code) && strstr(reply->str, cases[i].needle), "case %zu: %s", i,
+               reply && reply->str ? reply->str : "(no reply)");
+        if (reply) freeReplyObject(reply);
+    }
+    reply = module_test_command(c, "EXISTS", "wrap:x", NULL);
+    CHECK(reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0);
+    if (reply) freeReplyObject(reply);
+    free(encoding);
+    tensor_free(tensor);
+    free(values);
+}
+
 static void test_bad_input(redisContext *c) {
     test_begin("bad input: every error is a coded reply, nothing is written, the server goes on");
     float values[8] = {1, 2, 3, 4, 5, 6, 7, 8};
@@ -828,6 +948,7 @@ int main(void) {
             test_avgupdate(servers[s]);
             test_copy_shares(servers[s]);
             test_set(servers[s]);
+            test_wrap(servers[s]);
             test_bad_input(servers[s]);
             test_multi_and_lua(servers[s]);
         }

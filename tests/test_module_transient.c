@@ -3,7 +3,8 @@
  *
  * A server with AOF (appendfsync always) and TRANSIENT_PREFIX scratch: is
  * killed with SIGKILL and restarted on the same files. Writes to scratch:*
- * keys by any module command must be gone (SPIRT.SET strings too); other
+ * keys by any module command must be gone (SPIRT.SET and SPIRT.TWRAP strings
+ * too); other
  * keys must be back bit for bit; and parameters stepped with SPIRT.UPDATE ... PERSIST NO after a step
  * with PERSIST YES must come back as they were after the persisted step.
  * SPIRT_TEST_LABELS: db */
@@ -64,6 +65,24 @@ int main(void) {
     CHECK(module_test_ok(c, "SPIRT.AVG", "scratch:avg", "scratch:grad", "keep:data", NULL));
     CHECK(module_test_ok(c, "SPIRT.AGG", "scratch:agg", "RULE", "median", "SRC", "2", "scratch:grad", "scratch:avg", NULL));
     CHECK(module_test_ok(c, "SPIRT.AVG", "keep:avg", "scratch:grad", "keep:data", NULL));
+    /* TWRAP into a scratch key and into a kept one; the kept one must come
+     * back as the bytes themselves even though its source is scratch. */
+    redisReply *wrapped = module_test_command(c, "SPIRT.TWRAP", "scratch:wrapped", "scratch:grad", "PREFIX", "h", NULL);
+    CHECK(wrapped && wrapped->type == REDIS_REPLY_INTEGER);
+    freeReplyObject(wrapped);
+    wrapped = module_test_command(c, "SPIRT.TWRAP", "keep:wrapped", "scratch:grad", "SUFFIX", "s", NULL);
+    CHECK(wrapped && wrapped->type == REDIS_REPLY_INTEGER);
+    freeReplyObject(wrapped);
+    wrapped = module_test_command(c, "GET", "keep:wrapped", NULL);
+    unsigned char *kept_wrapped = NULL;
+    size_t kept_wrapped_length = 0;
+    if (wrapped && wrapped->type == REDIS_REPLY_STRING) {
+        kept_wrapped_length = (size_t)wrapped->len;
+        kept_wrapped = malloc(kept_wrapped_length);
+        memcpy(kept_wrapped, wrapped->str, kept_wrapped_length);
+    }
+    CHECK(kept_wrapped_length == 96 + N * sizeof(float) + 1);
+    freeReplyObject(wrapped);
     CHECK(module_test_tset_vector(c, "keep:params", values, N));
     CHECK(module_test_ok(c, "SPIRT.UPDATE", "keep:params", "scratch:grad", "OPT", "momentum", "LR", "0.1", "MOMENTUM",
                          "0.9", "STATE", "keep:state", "PERSIST", "YES", NULL));
@@ -87,6 +106,9 @@ int main(void) {
     c = test_redis_connect(&again);
     CHECK(c && !exists(c, "scratch:grad") && !exists(c, "scratch:avg") && !exists(c, "scratch:agg"));
     CHECK(c && !exists(c, "scratch:pub") && get_equals(c, "keep:pub", bytes + 1, sizeof(bytes) - 1));
+    CHECK(c && !exists(c, "scratch:wrapped") && kept_wrapped &&
+          get_equals(c, "keep:wrapped", kept_wrapped, kept_wrapped_length));
+    free(kept_wrapped);
     float *data = module_test_tget(c, "keep:data", &count);
     CHECK(data && count == N && memcmp(data, values, sizeof(values)) == 0);
     float *avg = module_test_tget(c, "keep:avg", &count);

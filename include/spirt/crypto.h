@@ -33,6 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "spirt/digest.h"
 #include "spirt/error.h"
 
 #ifdef __cplusplus
@@ -46,6 +47,8 @@ extern "C" {
 #define SPIRT_PUBLIC_KEY_HEX_SIZE (2 * SPIRT_PUBLIC_KEY_BYTES + 1)
 #define ENVELOPE_HEADER_BYTES 64
 #define ENVELOPE_SIGNATURE_BYTES 64
+/* The signed part before the payload: header and peer id. */
+#define ENVELOPE_HEAD_MAX (ENVELOPE_HEADER_BYTES + SPIRT_PEER_ID_MAX)
 
 typedef enum EnvelopeKind {
     ENVELOPE_KIND_ROUND_AVERAGE = 1, /* a peer's averaged gradient of one round */
@@ -86,6 +89,14 @@ void identity_wipe(Identity *identity);
  * new envelope of *size bytes that the caller frees with free(). */
 unsigned char *envelope_seal(const Identity *signer, EnvelopeKind kind, uint64_t round, const void *payload,
                              size_t payload_size, size_t *size, SpirtError *error);
+
+/* envelope_seal for a payload kept elsewhere (a tensor in the database,
+ * which SPIRT.TWRAP wraps where it is): from the payload's size and BLAKE3
+ * digest, fills head[0, *head_size) (header and peer id) and the
+ * signature. The envelope is head, then the payload, then the signature. */
+int envelope_seal_around(const Identity *signer, EnvelopeKind kind, uint64_t round, size_t payload_size,
+                         const unsigned char digest[SPIRT_DIGEST_BYTES], unsigned char head[ENVELOPE_HEAD_MAX],
+                         size_t *head_size, unsigned char signature[ENVELOPE_SIGNATURE_BYTES], SpirtError *error);
 
 typedef struct EnvelopeContents {
     EnvelopeKind kind;

@@ -20,7 +20,7 @@
 extern "C" {
 #endif
 
-enum { SPIRT_DIGEST_BYTES = 32 };
+enum { SPIRT_DIGEST_BYTES = 32, SPIRT_DIGEST_HEX_BYTES = 2 * SPIRT_DIGEST_BYTES };
 
 /* The BLAKE3-256 digest of bytes[0, size) into out. bytes may be NULL when
  * size is 0. Thread-safe; allocates nothing. */
@@ -32,6 +32,12 @@ typedef struct DigestPiece {
     size_t size;
 } DigestPiece;
 void digest_blake3_pieces(const DigestPiece *pieces, size_t count, unsigned char out[SPIRT_DIGEST_BYTES]);
+
+/* A digest as SPIRT_DIGEST_HEX_BYTES lowercase hex digits and a NUL. */
+void digest_to_hex(const unsigned char digest[SPIRT_DIGEST_BYTES], char out[SPIRT_DIGEST_HEX_BYTES + 1]);
+/* The reverse, from exactly SPIRT_DIGEST_HEX_BYTES hex digits (either
+ * case): 0, or -1 for anything else (out is then undefined). */
+int digest_from_hex(const char *hex, size_t length, unsigned char out[SPIRT_DIGEST_BYTES]);
 
 #ifdef __cplusplus
 }

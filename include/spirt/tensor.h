@@ -105,6 +105,11 @@ Tensor *tensor_decode(const unsigned char *bytes, size_t size, const char *what,
 /* The same encoding without the digest (flag bit 0), for the payload of a
  * signed envelope only. Caller frees with free(). */
 unsigned char *tensor_encode_without_digest(const Tensor *tensor, size_t *size, SpirtError *error);
+/* The SPIRT_TENSOR_FILE_HEADER_SIZE bytes that tensor_encode_without_digest
+ * puts before the values of a tensor of `shape`: with the values' bytes
+ * after it, the encoding. The module wraps a stored tensor this way
+ * (SPIRT.TWRAP) without a copy of it leaving the database. */
+void tensor_payload_header(const TensorShape *shape, unsigned char header[SPIRT_TENSOR_FILE_HEADER_SIZE]);
 
 /* tensor_decode for bytes whose integrity is already proven -- the payload
  * of an envelope whose signature covers its BLAKE2b-256 digest: checks every

@@ -176,18 +176,27 @@ static uint64_t get_u64(const unsigned char *p) {
     return v;
 }
 
-static void encode_header(const Tensor *tensor, int with_digest, unsigned char header[SPIRT_TENSOR_FILE_HEADER_SIZE]) {
+static void encode_shape(const TensorShape *shape, size_t count, unsigned char header[SPIRT_TENSOR_FILE_HEADER_SIZE]) {
     memset(header, 0, SPIRT_TENSOR_FILE_HEADER_SIZE);
     memcpy(header, file_magic, 8);
     put_u32(header + 8, FILE_VERSION);
     put_u32(header + 12, DTYPE_FLOAT32);
-    put_u32(header + 16, tensor->shape.ndim);
-    for (int i = 0; i < SPIRT_TENSOR_MAX_DIMS; i++) put_u64(header + 24 + 8 * i, tensor->shape.dims[i]);
-    put_u64(header + 56, tensor->count);
+    put_u32(header + 16, shape->ndim);
+    for (int i = 0; i < SPIRT_TENSOR_MAX_DIMS; i++) put_u64(header + 24 + 8 * i, shape->dims[i]);
+    put_u64(header + 56, count);
+}
+
+static void encode_header(const Tensor *tensor, int with_digest, unsigned char header[SPIRT_TENSOR_FILE_HEADER_SIZE]) {
+    encode_shape(&tensor->shape, tensor->count, header);
     if (with_digest)
         digest_bytes(tensor->data, tensor->count, header + 64);
     else
         put_u32(header + 20, FLAG_NO_DIGEST);
+}
+
+void tensor_payload_header(const TensorShape *shape, unsigned char header[SPIRT_TENSOR_FILE_HEADER_SIZE]) {
+    encode_shape(shape, tensor_shape_count(shape), header);
+    put_u32(header + 20, FLAG_NO_DIGEST);
 }
 
 /* Checks a header and returns the shape it describes. `available` is the

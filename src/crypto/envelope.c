@@ -24,41 +24,48 @@ static uint64_t get_u64(const unsigned char *p) {
     return v;
 }
 
-unsigned char *envelope_seal(const Identity *signer, EnvelopeKind kind, uint64_t round, const void *payload,
-                             size_t payload_size, size_t *size, SpirtError *error) {
-    if (!signer->has_secret) {
-        spirt_error_set(error, SPIRT_ERR_INVALID, "identity %s has no secret key: cannot sign", signer->peer_id);
-        return NULL;
-    }
-    if (sodium_init() < 0) {
-        spirt_error_set(error, SPIRT_ERR_INTERNAL, "libsodium failed to initialise");
-        return NULL;
-    }
+int envelope_seal_around(const Identity *signer, EnvelopeKind kind, uint64_t round, size_t payload_size,
+                         const unsigned char digest[SPIRT_DIGEST_BYTES], unsigned char head[ENVELOPE_HEAD_MAX],
+                         size_t *head_size, unsigned char signature[ENVELOPE_SIGNATURE_BYTES], SpirtError *error) {
+    if (!signer->has_secret)
+        return spirt_error_set(error, SPIRT_ERR_INVALID, "identity %s has no secret key: cannot sign", signer->peer_id);
+    if (sodium_init() < 0) return spirt_error_set(error, SPIRT_ERR_INTERNAL, "libsodium failed to initialise");
     size_t id_length = strlen(signer->peer_id);
     size_t signed_length = ENVELOPE_HEADER_BYTES + id_length;
-    if (payload_size > SIZE_MAX - signed_length - ENVELOPE_SIGNATURE_BYTES) {
-        spirt_error_set(error, SPIRT_ERR_INVALID, "payload too large");
+    if (payload_size > SIZE_MAX - signed_length - ENVELOPE_SIGNATURE_BYTES)
+        return spirt_error_set(error, SPIRT_ERR_INVALID, "payload too large");
+    memset(head, 0, ENVELOPE_HEADER_BYTES);
+    memcpy(head, envelope_magic, 8);
+    put_u16(head + 8, ENVELOPE_VERSION);
+    put_u16(head + 10, (uint16_t)kind);
+    put_u16(head + 12, (uint16_t)id_length);
+    put_u64(head + 16, round);
+    put_u64(head + 24, payload_size);
+    memcpy(head + 32, digest, DIGEST_BYTES);
+    memcpy(head + ENVELOPE_HEADER_BYTES, signer->peer_id, id_length);
+    /* The signature goes last, over the header and the id; the payload is
+     * bound through its digest in the header. */
+    crypto_sign_detached(signature, NULL, head, signed_length, signer->secret_key);
+    *head_size = signed_length;
+    return SPIRT_OK;
+}
+
+unsigned char *envelope_seal(const Identity *signer, EnvelopeKind kind, uint64_t round, const void *payload,
+                             size_t payload_size, size_t *size, SpirtError *error) {
+    unsigned char head[ENVELOPE_HEAD_MAX], signature[ENVELOPE_SIGNATURE_BYTES], digest[DIGEST_BYTES];
+    size_t head_size = 0;
+    digest_blake3(payload, payload_size, digest);
+    if (envelope_seal_around(signer, kind, round, payload_size, digest, head, &head_size, signature, error) != SPIRT_OK)
         return NULL;
-    }
-    size_t total = signed_length + payload_size + ENVELOPE_SIGNATURE_BYTES;
+    size_t total = head_size + payload_size + ENVELOPE_SIGNATURE_BYTES;
     unsigned char *envelope = malloc(total);
     if (envelope == NULL) {
         spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory for a %zu-byte envelope", total);
         return NULL;
     }
-    memset(envelope, 0, ENVELOPE_HEADER_BYTES);
-    memcpy(envelope, envelope_magic, 8);
-    put_u16(envelope + 8, ENVELOPE_VERSION);
-    put_u16(envelope + 10, (uint16_t)kind);
-    put_u16(envelope + 12, (uint16_t)id_length);
-    put_u64(envelope + 16, round);
-    put_u64(envelope + 24, payload_size);
-    digest_blake3(payload, payload_size, envelope + 32);
-    memcpy(envelope + ENVELOPE_HEADER_BYTES, signer->peer_id, id_length);
-    if (payload_size) memcpy(envelope + signed_length, payload, payload_size);
-    /* The signature goes last, over the header and the id; the payload is
-     * bound through its digest in the header. */
-    crypto_sign_detached(envelope + signed_length + payload_size, NULL, envelope, signed_length, signer->secret_key);
+    memcpy(envelope, head, head_size);
+    if (payload_size) memcpy(envelope + head_size, payload, payload_size);
+    memcpy(envelope + head_size + payload_size, signature, ENVELOPE_SIGNATURE_BYTES);
     *size = total;
     return envelope;
 }

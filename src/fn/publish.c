@@ -1,20 +1,30 @@
 /* publish.c -- sign the round's average and expose it to the other peers.
  *
- * Event: {"peer", "round"}. Reads spirt:r:{r}:avg, wraps it (tensor_encode)
- * in an envelope signed with the peer's identity, and stores the envelope
- * under spirt:pub:{r}, which other peers' exchange functions read. Result:
- * {"bytes": envelope size, "attack": null or the attack's name}.
+ * Event: {"peer", "round"}. Wraps spirt:r:{r}:avg (its encoding,
+ * tensor_payload_header then the values) in an envelope signed with the
+ * peer's identity and stores the envelope under spirt:pub:{r}, which other
+ * peers' exchange functions read. Result: {"bytes": envelope size,
+ * "attack": null or the attack's name}.
+ *
+ * An honest peer's average never leaves the database: the function asks
+ * the module for its encoding's digest (SPIRT.TDIGEST), signs the
+ * envelope's head around that digest, and has the module store head,
+ * encoding and signature as the publication (SPIRT.TWRAP, which checks the
+ * digest again). Only the head and signature cross the socket, instead of
+ * the vector twice (docs/benchmarks.md, "Where a round's time goes").
  *
  * A Byzantine peer (RunConfig.attack) publishes the attack's vector
- * instead. Omniscient attacks first read the round's honest publications
- * from the other peers' databases, as a real attacker could, waiting for
- * them up to the exchange wait. The protocol misbehaviours publish nothing
- * (silent), a signed vector of the wrong size or with NaN in it, or random
- * bytes in place of the envelope (garbage): what exchange must refuse. */
+ * instead, built here. Omniscient attacks first read the round's honest
+ * publications from the other peers' databases, as a real attacker could,
+ * waiting for them up to the exchange wait. The protocol misbehaviours
+ * publish nothing (silent), a signed vector of the wrong size or with NaN
+ * in it, or random bytes in place of the envelope (garbage): what exchange
+ * must refuse. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "fn/fn_internal.h"
+#include "spirt/digest.h"
 #include "spirt/clock.h"
 #include "spirt/log.h"
 
@@ -83,6 +93,51 @@ static size_t peer_count(StoreConn *db) {
     return count > 0 ? (size_t)count : 1;
 }
 
+/* The honest publication, built in the database (see the top). Sets
+ * *envelope_size. */
+static int publish_in_database(StoreConn *db, const Identity *identity, uint64_t round, size_t *envelope_size,
+                               SpirtError *error) {
+    char average_key[KEY_MAX], published_key[KEY_MAX];
+    key_round_average(average_key, round);
+    key_published(published_key, round);
+    StoreReply *reply = NULL;
+    int status = store_command(db, &reply, error, "SPIRT.TDIGEST %s", average_key);
+    if (status != SPIRT_OK) return spirt_error_prefix(error, "digest of %s", average_key);
+    unsigned char digest[SPIRT_DIGEST_BYTES];
+    if (reply->type != STORE_REPLY_ARRAY || reply->elements != 2 || reply->element[0]->type != STORE_REPLY_STRING ||
+        reply->element[1]->type != STORE_REPLY_INTEGER || reply->element[1]->integer <= 0 ||
+        digest_from_hex(reply->element[0]->str, reply->element[0]->len, digest) != 0) {
+        store_reply_free(reply);
+        return spirt_error_set(error, SPIRT_ERR_PROTOCOL, "SPIRT.TDIGEST %s: unexpected reply", average_key);
+    }
+    char hex[SPIRT_DIGEST_HEX_BYTES + 1];
+    memcpy(hex, reply->element[0]->str, SPIRT_DIGEST_HEX_BYTES);
+    hex[SPIRT_DIGEST_HEX_BYTES] = '\0';
+    size_t encoding_size = (size_t)reply->element[1]->integer;
+    store_reply_free(reply);
+
+    unsigned char head[ENVELOPE_HEAD_MAX], signature[ENVELOPE_SIGNATURE_BYTES];
+    size_t head_size = 0;
+    status = envelope_seal_around(identity, ENVELOPE_KIND_ROUND_AVERAGE, round, encoding_size, digest, head,
+                                  &head_size, signature, error);
+    if (status != SPIRT_OK) return status;
+    /* Under TRANSIENT_PREFIX spirt:pub: (spirt train loads the module so)
+     * the publication stays out of the AOF: a restarted peer publishes the
+     * round again. */
+    const char *argv[] = {"SPIRT.TWRAP", published_key, average_key, "PREFIX", (const char *)head,
+                          "SUFFIX", (const char *)signature, "DIGEST", hex};
+    size_t lengths[] = {11, strlen(published_key), strlen(average_key), 6, head_size,
+                        6, ENVELOPE_SIGNATURE_BYTES, 6, SPIRT_DIGEST_HEX_BYTES};
+    status = store_command_argv(db, 9, argv, lengths, &reply, error);
+    if (status != SPIRT_OK) return spirt_error_prefix(error, "storing %s", published_key);
+    int stored = reply->type == STORE_REPLY_INTEGER &&
+                 (size_t)reply->integer == head_size + encoding_size + ENVELOPE_SIGNATURE_BYTES;
+    store_reply_free(reply);
+    if (!stored) return spirt_error_set(error, SPIRT_ERR_PROTOCOL, "SPIRT.TWRAP %s: unexpected reply", published_key);
+    *envelope_size = head_size + encoding_size + ENVELOPE_SIGNATURE_BYTES;
+    return SPIRT_OK;
+}
+
 int fn_publish(FnContext *context, const json_t *event, json_t **result, SpirtError *error) {
     FnEvent parsed;
     StoreConn *db;
@@ -94,22 +149,29 @@ int fn_publish(FnContext *context, const json_t *event, json_t **result, SpirtEr
     if (strcmp(identity->peer_id, parsed.peer_id) != 0)
         return spirt_error_set(error, SPIRT_ERR_AUTH, "the identity is %s's, not %s's", identity->peer_id, parsed.peer_id);
 
-    char key[KEY_MAX];
-    Tensor *average = NULL;
-    if ((status = store_tensor_get(db, key_round_average(key, parsed.round), &average, error)) != SPIRT_OK)
-        return spirt_error_prefix(error, "reading %s", key);
-
     const AttackConfig *attack = &config->attack;
     if (!attack_publishes(attack)) {
         /* A silent Byzantine peer: alive, heartbeat on, and nothing for
          * the others to read. Exchange stops waiting for it once it has
          * missed a few rounds (docs/robustness.md). */
-        tensor_free(average);
         *result = json_pack("{s:i, s:s}", "bytes", 0, "attack", attack_kind_name(attack->kind));
         return SPIRT_OK;
     }
-    Tensor *published = average;
     int crafted = attack->kind != ATTACK_NONE && !attack_poisons_labels(attack);
+    if (!crafted && !attack_publishes_garbage(attack)) {
+        /* Honest (a label flipper's poison is already in its gradients). */
+        size_t envelope_size = 0;
+        if ((status = publish_in_database(db, identity, parsed.round, &envelope_size, error)) != SPIRT_OK) return status;
+        *result = json_pack("{s:I, s:o}", "bytes", (json_int_t)envelope_size, "attack",
+                            attack->kind != ATTACK_NONE ? json_string(attack_kind_name(attack->kind)) : json_null());
+        return SPIRT_OK;
+    }
+
+    char key[KEY_MAX];
+    Tensor *average = NULL;
+    if ((status = store_tensor_get(db, key_round_average(key, parsed.round), &average, error)) != SPIRT_OK)
+        return spirt_error_prefix(error, "reading %s", key);
+    Tensor *published = average;
     uint64_t noise_seed = config->seed ^ (parsed.round * 0x9e3779b97f4a7c15ull);
     for (const char *c = parsed.peer_id; *c; c++) noise_seed = noise_seed * 131 + (unsigned char)*c;
     if (crafted) {
