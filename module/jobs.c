@@ -76,7 +76,7 @@ void *spirt_job_create(size_t size, void (*compute)(SpirtJob *job), int (*finish
     return job;
 }
 
-static int client_can_block(RedisModuleCtx *ctx) {
+int spirt_job_client_can_block(RedisModuleCtx *ctx) {
     int flags = RedisModule_GetContextFlags(ctx);
     int forbidden = REDISMODULE_CTX_FLAGS_LUA | REDISMODULE_CTX_FLAGS_MULTI | REDISMODULE_CTX_FLAGS_LOADING |
                     REDISMODULE_CTX_FLAGS_REPLICATED | REDISMODULE_CTX_FLAGS_DENY_BLOCKING;
@@ -86,7 +86,7 @@ static int client_can_block(RedisModuleCtx *ctx) {
 int spirt_job_submit(RedisModuleCtx *ctx, SpirtJob *job, size_t work_floats) {
     spirt_error_clear(&job->error);
     jobs_running++;
-    if (work_floats <= spirt_config.inline_max || !client_can_block(ctx)) return run_inline(ctx, job);
+    if (work_floats <= spirt_config.inline_max || !spirt_job_client_can_block(ctx)) return run_inline(ctx, job);
 
     job->blocked = RedisModule_BlockClient(ctx, job_reply, NULL, job_free, 0);
     if (job->blocked == NULL) return run_inline(ctx, job);

@@ -36,6 +36,13 @@ const char *spirt_error_code(int status) {
     case SPIRT_ERR_INTERNAL: return "INTERNAL";
     case SPIRT_ERR_INVALID:
     case SPIRT_ERR_FORMAT: return "INVALID";
+    /* SPIRT.FETCH's failures, which are the other server's or the network's. */
+    case SPIRT_ERR_IO:
+    case SPIRT_ERR_CLOSED: return "IO";
+    case SPIRT_ERR_TIMEOUT: return "TIMEOUT";
+    case SPIRT_ERR_PROTOCOL: return "PROTOCOL";
+    case SPIRT_ERR_AUTH: return "AUTH";
+    case SPIRT_ERR_SERVER: return "REMOTE";
     default: return "ERR";
     }
 }

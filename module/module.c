@@ -139,6 +139,9 @@ static const CommandEntry commands[] = {
      "Store a string, as SET, without propagating it under a TRANSIENT_PREFIX: SPIRT.SET key value"},
     {"spirt.tdigest", spirt_command_tdigest, "readonly", 1, 1, 1, 2, read_one_key,
      "BLAKE3 of a tensor's encoding and the encoding's length: SPIRT.TDIGEST key"},
+    {"spirt.fetch", spirt_command_fetch, "write deny-oom deny-script", 1, 1, 1, -11, tset_keys,
+     "Copy a tensor from another Redis server, checked against its digest: SPIRT.FETCH dst ADDRESS a KEY k RANGE o n "
+     "DIGEST hex [USER u] [PASSWORD p] [TIMEOUT ms]"},
     {"spirt.twrap", spirt_command_twrap, "write deny-oom", 1, 2, 1, -3, twrap_keys,
      "Store PREFIX + a tensor's encoding + SUFFIX as a string: SPIRT.TWRAP dst src [PREFIX b] [SUFFIX b] [DIGEST hex]"},
 };

@@ -206,6 +206,42 @@ int spirt_job_submit(RedisModuleCtx *ctx, SpirtJob *job, size_t work_floats);
  * jobs_threaded_total to the module's INFO section. */
 void spirt_jobs_info(RedisModuleInfoCtx *ctx);
 
+/* --- The outbound client (remote.c) ---------------------------------------
+ * A blocking RESP connection to another Redis server, for worker threads
+ * (SPIRT.FETCH). One deadline, set at open, bounds every wait of the
+ * connection's life: SPIRT_ERR_TIMEOUT when it passes. Errors: INVALID (a
+ * bad address), IO, CLOSED, TIMEOUT, PROTOCOL (not RESP), AUTH and SERVER
+ * (the server replied with an error). */
+
+typedef struct SpirtRemote {
+    int fd;
+    int timeout_ms;
+    double deadline_ms;
+    char address[320];
+    size_t start, end; /* unread bytes: buffer[start, end) */
+    char buffer[16384];
+} SpirtRemote;
+
+/* Connects to "unix:/path", "host:port" or "[ipv6]:port" within timeout_ms,
+ * which then bounds everything else too. */
+int spirt_remote_open(SpirtRemote *remote, const char *address, int timeout_ms, SpirtError *error);
+void spirt_remote_close(SpirtRemote *remote);
+/* Sends one command as a RESP array of binary-safe arguments. */
+int spirt_remote_send(SpirtRemote *remote, int argc, const char *const *argv, const size_t *lengths, SpirtError *error);
+/* Reads a status reply: "+..." is SPIRT_OK, "-..." SPIRT_ERR_AUTH naming `what`. */
+int spirt_remote_expect_ok(SpirtRemote *remote, const char *what, SpirtError *error);
+/* Reads the "$n" line of a bulk reply (-1: nil); "-..." is SPIRT_ERR_SERVER. */
+int spirt_remote_read_bulk_length(SpirtRemote *remote, long long *length, SpirtError *error);
+/* Reads exactly `length` bytes of the reply into `out`. */
+int spirt_remote_read_exact(SpirtRemote *remote, void *out, size_t length, SpirtError *error);
+/* Reads one CRLF-ended line (without it) into line[size]. */
+int spirt_remote_read_line(SpirtRemote *remote, char *line, size_t size, SpirtError *error);
+
+/* 1 if the command's client may be blocked (not in MULTI, a script,
+ * loading or replication): commands that must not run on the main thread
+ * (SPIRT.FETCH waits on the network) refuse otherwise. */
+int spirt_job_client_can_block(RedisModuleCtx *ctx);
+
 /* --- Commands ------------------------------------------------------------ */
 
 int spirt_command_tset(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
@@ -219,5 +255,6 @@ int spirt_command_avgupdate(RedisModuleCtx *ctx, RedisModuleString **argv, int a
 int spirt_command_set(RedisModuleCtx *ctx, RedisModuleString **argv, int argc); /* commands_string.c */
 int spirt_command_tdigest(RedisModuleCtx *ctx, RedisModuleString **argv, int argc); /* commands_wrap.c */
 int spirt_command_twrap(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int spirt_command_fetch(RedisModuleCtx *ctx, RedisModuleString **argv, int argc); /* commands_fetch.c */
 
 #endif /* SPIRT_MODULE_H */

@@ -141,7 +141,7 @@ static void hex_of(const unsigned char *bytes, size_t count, char *out) {
 }
 
 static void test_digest(void) {
-    test_begin("digest: BLAKE3 matches b3sum; envelopes carry it");
+    test_begin("digest: BLAKE3 matches b3sum; envelopes carry it; a head checks alone");
     const size_t sizes[] = {0, 1, 63, 64, 65, 1023, 1024, 1025, 2048, 3 * 1024 + 1, 16 * 1024, 17 * 1024 + 5,
                             (1 << 20) + 3, 940 * 1024};
     unsigned char *bytes = malloc((1 << 20) + 3);
@@ -195,6 +195,43 @@ static void test_digest(void) {
         CHECK_ERROR(envelope_open(envelope, envelope_size, &alice, ENVELOPE_KIND_ROUND_AVERAGE, 3, &contents, &error),
                     SPIRT_ERR_FORMAT, &error, "version 1 is not supported");
     }
+    free(envelope);
+
+    /* The head and signature alone (what exchange reads before SPIRT.FETCH):
+     * accepted with the signed digest, and refused as envelope_open would. */
+    envelope = envelope_seal(&alice, ENVELOPE_KIND_ROUND_AVERAGE, 9, bytes, 7000, &envelope_size, &error);
+    const unsigned char *tail = envelope + envelope_size - ENVELOPE_SIGNATURE_BYTES;
+    EnvelopeHead head;
+    CHECK_OK(envelope_check_head(envelope, ENVELOPE_HEAD_MAX, tail, envelope_size, &alice, ENVELOPE_KIND_ROUND_AVERAGE,
+                                 9, &head, &error),
+             &error);
+    digest_blake3(bytes, 7000, digest);
+    CHECK(head.payload_offset == ENVELOPE_HEADER_BYTES + 5 && head.payload_size == 7000 &&
+          memcmp(head.payload_digest, digest, SPIRT_DIGEST_BYTES) == 0 &&
+          memcmp(envelope + head.payload_offset, bytes, 7000) == 0);
+    CHECK_ERROR(envelope_check_head(envelope, ENVELOPE_HEAD_MAX, tail, envelope_size - 1, &alice,
+                                    ENVELOPE_KIND_ROUND_AVERAGE, 9, &head, &error),
+                SPIRT_ERR_FORMAT, &error, "does not match");
+    CHECK_ERROR(envelope_check_head(envelope, ENVELOPE_HEADER_BYTES + 2, tail, envelope_size, &alice,
+                                    ENVELOPE_KIND_ROUND_AVERAGE, 9, &head, &error),
+                SPIRT_ERR_FORMAT, &error, "cut short");
+    CHECK_ERROR(envelope_check_head(envelope, ENVELOPE_HEAD_MAX, tail, envelope_size, &alice,
+                                    ENVELOPE_KIND_ROUND_AVERAGE, 10, &head, &error),
+                SPIRT_ERR_AUTH, &error, "round 9, expected 10");
+    int refused = 0, positions = 0;
+    for (size_t i = 0; i < ENVELOPE_HEADER_BYTES + 5; i++, positions++) {
+        envelope[i] ^= 0x10;
+        refused += envelope_check_head(envelope, ENVELOPE_HEAD_MAX, tail, envelope_size, &alice,
+                                       ENVELOPE_KIND_ROUND_AVERAGE, 9, &head, NULL) != SPIRT_OK;
+        envelope[i] ^= 0x10;
+    }
+    for (size_t i = envelope_size - ENVELOPE_SIGNATURE_BYTES; i < envelope_size; i++, positions++) {
+        envelope[i] ^= 0x10;
+        refused += envelope_check_head(envelope, ENVELOPE_HEAD_MAX, tail, envelope_size, &alice,
+                                       ENVELOPE_KIND_ROUND_AVERAGE, 9, &head, NULL) != SPIRT_OK;
+        envelope[i] ^= 0x10;
+    }
+    CHECKF(refused == positions, "%d of %d flipped head/signature bytes refused", refused, positions);
     free(envelope);
     free(bytes);
 }

@@ -382,8 +382,15 @@ static void publish_tensor_as(int into, const Identity *signer, uint64_t round, 
     tensor_free(tensor);
 }
 
-static void test_exchange_refusals(void) {
-    test_begin("exchange: bad publications are left out, with the reason");
+static void set_config_field(int peer, const char *field, json_t *value);
+
+/* Both ways of reading a publication: our database fetching the payload
+ * (SPIRT.FETCH, the default) and the function reading whole envelopes (what
+ * a TLS peer gets). */
+static void test_exchange_refusals(int in_database) {
+    test_begin(in_database ? "exchange (SPIRT.FETCH): bad publications are left out, with the reason"
+                           : "exchange (whole envelopes): bad publications are left out, with the reason");
+    set_config_field(0, "exchange_in_database", json_boolean(in_database));
     size_t count = nn_model_kind_param_count(NN_LOGREG);
     float *values = calloc(count + 10, sizeof(float));
     struct {
@@ -391,7 +398,7 @@ static void test_exchange_refusals(void) {
     } cases[] = {{"garbage", "bad magic"},       {"wrong signer", "bad signature"}, {"wrong round", "round"},
                  {"wrong shape", "the model has"}, {"nan", "not finite"},           {"truncated", "does not match"}};
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
-        uint64_t round = 200 + k;
+        uint64_t round = (in_database ? 200 : 220) + k;
         if (k == 0) {
             char garbage[300];
             memset(garbage, 'x', sizeof(garbage));
@@ -545,19 +552,26 @@ static void test_exchange_silent_peer(void) {
     free(values);
 }
 
-/* Sets peer `peer`'s attack in its spirt:config (functions re-read it). */
-static void set_attack(int peer, const char *attack) {
+/* Sets one field of peer `peer`'s spirt:config (functions re-read it);
+ * takes the value's reference. */
+static void set_config_field(int peer, const char *field, json_t *value) {
     char *text = NULL;
     size_t length = 0;
     store_get(peers[peer].conn, KEY_CONFIG, &text, &length, NULL);
     json_t *config = text ? json_loadb(text, length, 0, NULL) : NULL;
     free(text);
-    json_object_set_new(config, "attack", json_string(attack));
-    json_object_set_new(config, "byzantine", strcmp(attack, "none") == 0 ? json_array() : json_pack("[s]", peers[peer].id));
+    json_object_set_new(config, field, value);
     char *updated = json_dumps(config, JSON_COMPACT);
     CHECK(updated && store_set(peers[peer].conn, KEY_CONFIG, updated, strlen(updated), NULL) == SPIRT_OK);
     free(updated);
     json_decref(config);
+}
+
+/* Sets peer `peer`'s attack in its spirt:config. */
+static void set_attack(int peer, const char *attack) {
+    set_config_field(peer, "attack", json_string(attack));
+    set_config_field(peer, "byzantine",
+                     strcmp(attack, "none") == 0 ? json_array() : json_pack("[s]", peers[peer].id));
 }
 
 /* Runs exchange and a mean aggregate on `peer` for `round`; returns the
@@ -715,7 +729,9 @@ int main(void) {
     test_gradients();
     test_average_and_publish();
     test_exchange_aggregate_update();
-    test_exchange_refusals();
+    test_exchange_refusals(1);
+    test_exchange_refusals(0);
+    set_config_field(0, "exchange_in_database", json_true());
     test_exchange_waiting();
     test_exchange_silent_peer();
     test_byzantine_aggregate();

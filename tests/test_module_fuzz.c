@@ -22,13 +22,13 @@
 
 static const char *const commands[] = {"SPIRT.TSET", "SPIRT.TGET", "SPIRT.INFO",   "SPIRT.MINFO",
                                        "SPIRT.AVG",  "SPIRT.AGG",  "SPIRT.UPDATE", "SPIRT.AVGUPDATE",
-                                       "SPIRT.SET",  "SPIRT.TDIGEST", "SPIRT.TWRAP"};
+                                       "SPIRT.SET",  "SPIRT.TDIGEST", "SPIRT.TWRAP", "SPIRT.FETCH"};
 static const char *const words[] = {
     "FLOAT32",  "FLOAT64",  "BLOB",   "META",         "FULL",  "RULE",       "SRC",    "OPT",    "LR",     "MOMENTUM",
     "BETA1",    "BETA2",    "EPS",    "WD",           "STEP",  "STATE",      "CENTER", "F",      "TRIM",   "M",
     "MAXITER",  "TOL",      "NU",     "TAU",          "ITERS", "PRE",        "NNM",    "NONE",   "REPORT", "YES",
     "NO",       "mean",     "median", "trimmed-mean", "krum",  "multi-krum", "bulyan", "geomed", "cclip",  "sgd",
-    "momentum", "nesterov", "adam",   "adamw",        "",      "src",        "rule",   "PREFIX", "SUFFIX", "DIGEST"};
+    "momentum", "nesterov", "adam",   "adamw",        "",      "src",        "rule",   "PREFIX", "SUFFIX", "DIGEST", "ADDRESS", "KEY", "RANGE", "USER", "PASSWORD", "TIMEOUT"};
 static const char *const numbers[] = {"0",
                                       "1",
                                       "2",

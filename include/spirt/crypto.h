@@ -118,6 +118,25 @@ int envelope_open(const unsigned char *envelope, size_t size, const Identity *se
  * claims to have sent something. */
 int envelope_peek(const unsigned char *envelope, size_t size, EnvelopeContents *contents, SpirtError *error);
 
+/* What an authentic envelope head says of the payload it signs. */
+typedef struct EnvelopeHead {
+    size_t payload_offset; /* where the payload starts: header and id */
+    size_t payload_size;
+    unsigned char payload_digest[SPIRT_DIGEST_BYTES];
+} EnvelopeHead;
+
+/* envelope_open for an envelope read in pieces: its head (the first
+ * head_available bytes, at least the header and the id; more is ignored),
+ * its last ENVELOPE_SIGNATURE_BYTES, and its total size. Checks everything
+ * envelope_open checks but the payload's digest, which is left to the
+ * caller: out->payload_digest is the digest the sender signed, and bytes
+ * are the payload only if they hash to it (SPIRT.FETCH checks that where
+ * it stores them). */
+int envelope_check_head(const unsigned char *head, size_t head_available,
+                        const unsigned char signature[ENVELOPE_SIGNATURE_BYTES], size_t envelope_size,
+                        const Identity *sender, EnvelopeKind kind, uint64_t round, EnvelopeHead *out,
+                        SpirtError *error);
+
 #ifdef __cplusplus
 }
 #endif

@@ -70,6 +70,9 @@ typedef struct RunConfig {
                                      (published nothing in time) is "silent": 0 = never */
     double silent_wait_seconds;   /* how long exchange waits for a silent peer once every
                                      other peer is settled (instead of the full wait) */
+    int exchange_in_database;     /* 1 (default): our database fetches each peer's payload itself
+                                     (SPIRT.FETCH) after the function checked the signed head;
+                                     0: the function reads whole envelopes. TLS peers: always 0 */
     int64_t heartbeat_ttl_ms;     /* a peer whose heartbeat is older is suspect */
     int64_t dead_after_ms;        /* suspect for this long: dead */
     uint64_t keep_rounds;         /* per-round keys older than this are deleted */

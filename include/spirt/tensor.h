@@ -110,6 +110,13 @@ unsigned char *tensor_encode_without_digest(const Tensor *tensor, size_t *size, 
  * after it, the encoding. The module wraps a stored tensor this way
  * (SPIRT.TWRAP) without a copy of it leaving the database. */
 void tensor_payload_header(const TensorShape *shape, unsigned char header[SPIRT_TENSOR_FILE_HEADER_SIZE]);
+/* The reverse, for bytes whose integrity is proven otherwise (the module
+ * reading a peer's publication, SPIRT.FETCH): checks every field of a
+ * header followed by `data_bytes` bytes of values, as
+ * tensor_decode_authenticated does, and gives the shape. SPIRT_ERR_FORMAT
+ * (or SHAPE) naming `what` otherwise. */
+int tensor_payload_shape(const unsigned char header[SPIRT_TENSOR_FILE_HEADER_SIZE], size_t data_bytes, const char *what,
+                         TensorShape *shape, SpirtError *error);
 
 /* tensor_decode for bytes whose integrity is already proven -- the payload
  * of an envelope whose signature covers its BLAKE2b-256 digest: checks every

@@ -236,6 +236,11 @@ static int decode_header(const unsigned char *header, size_t available, const ch
     return SPIRT_OK;
 }
 
+int tensor_payload_shape(const unsigned char header[SPIRT_TENSOR_FILE_HEADER_SIZE], size_t data_bytes, const char *what,
+                         TensorShape *shape, SpirtError *error) {
+    return decode_header(header, data_bytes, what, 1, shape, error);
+}
+
 static int check_digest(const Tensor *tensor, const unsigned char *header, const char *what, SpirtError *error) {
     unsigned char digest[DIGEST_BYTES];
     digest_bytes(tensor->data, tensor->count, digest);

@@ -70,61 +70,94 @@ unsigned char *envelope_seal(const Identity *signer, EnvelopeKind kind, uint64_t
     return envelope;
 }
 
-int envelope_peek(const unsigned char *envelope, size_t size, EnvelopeContents *contents, SpirtError *error) {
-    if (size < ENVELOPE_HEADER_BYTES + 1 + ENVELOPE_SIGNATURE_BYTES)
+/* Parses a head (header and id, from `available` bytes) of an envelope of
+ * `size` bytes in all: every field but the signature. The payload pointer
+ * is left NULL. */
+static int parse_head(const unsigned char *head, size_t available, size_t size, EnvelopeContents *contents,
+                      SpirtError *error) {
+    if (size < ENVELOPE_HEADER_BYTES + 1 + ENVELOPE_SIGNATURE_BYTES || available < ENVELOPE_HEADER_BYTES + 1)
         return spirt_error_set(error, SPIRT_ERR_FORMAT, "envelope too short (%zu bytes)", size);
-    if (memcmp(envelope, envelope_magic, 8) != 0)
+    if (memcmp(head, envelope_magic, 8) != 0)
         return spirt_error_set(error, SPIRT_ERR_FORMAT, "not a signed envelope (bad magic)");
-    if (get_u16(envelope + 8) != ENVELOPE_VERSION)
+    if (get_u16(head + 8) != ENVELOPE_VERSION)
         return spirt_error_set(error, SPIRT_ERR_FORMAT, "envelope version %u is not supported (this build reads %d)",
-                               get_u16(envelope + 8), ENVELOPE_VERSION);
-    if (get_u16(envelope + 14) != 0)
+                               get_u16(head + 8), ENVELOPE_VERSION);
+    if (get_u16(head + 14) != 0)
         return spirt_error_set(error, SPIRT_ERR_FORMAT, "envelope reserved field is not zero");
-    size_t id_length = get_u16(envelope + 12);
-    uint64_t payload_size = get_u64(envelope + 24);
+    size_t id_length = get_u16(head + 12);
+    uint64_t payload_size = get_u64(head + 24);
     if (id_length == 0 || id_length > SPIRT_PEER_ID_MAX)
         return spirt_error_set(error, SPIRT_ERR_FORMAT, "envelope peer id length %zu out of range", id_length);
+    if (available < ENVELOPE_HEADER_BYTES + id_length)
+        return spirt_error_set(error, SPIRT_ERR_FORMAT, "envelope head cut short (%zu of %zu bytes)", available,
+                               ENVELOPE_HEADER_BYTES + id_length);
     /* Exact length: no truncation, no trailing bytes, no overflow. */
     size_t fixed = ENVELOPE_HEADER_BYTES + id_length + ENVELOPE_SIGNATURE_BYTES;
-    if (payload_size > size || size - fixed != payload_size || size < fixed)
+    if (payload_size > size || size < fixed || size - fixed != payload_size)
         return spirt_error_set(error, SPIRT_ERR_FORMAT, "envelope length %zu does not match its header (payload %llu)",
                                size, (unsigned long long)payload_size);
     memset(contents, 0, sizeof(*contents));
-    memcpy(contents->peer_id, envelope + ENVELOPE_HEADER_BYTES, id_length);
+    memcpy(contents->peer_id, head + ENVELOPE_HEADER_BYTES, id_length);
     contents->peer_id[id_length] = '\0';
     if (!identity_peer_id_valid(contents->peer_id))
         return spirt_error_set(error, SPIRT_ERR_FORMAT, "envelope peer id is not a valid id");
-    contents->kind = (EnvelopeKind)get_u16(envelope + 10);
-    contents->round = get_u64(envelope + 16);
-    contents->payload = envelope + ENVELOPE_HEADER_BYTES + id_length;
+    contents->kind = (EnvelopeKind)get_u16(head + 10);
+    contents->round = get_u64(head + 16);
     contents->payload_size = (size_t)payload_size;
+    return SPIRT_OK;
+}
+
+int envelope_peek(const unsigned char *envelope, size_t size, EnvelopeContents *contents, SpirtError *error) {
+    int status = parse_head(envelope, size, size, contents, error);
+    if (status == SPIRT_OK) contents->payload = envelope + ENVELOPE_HEADER_BYTES + strlen(contents->peer_id);
+    return status;
+}
+
+/* The sender, the signature over the head, then kind and round. */
+static int verify_head(const unsigned char *head, const unsigned char *signature, const EnvelopeContents *parsed,
+                       const Identity *sender, EnvelopeKind kind, uint64_t round, SpirtError *error) {
+    if (sodium_init() < 0) return spirt_error_set(error, SPIRT_ERR_INTERNAL, "libsodium failed to initialise");
+    if (strcmp(parsed->peer_id, sender->peer_id) != 0)
+        return spirt_error_set(error, SPIRT_ERR_AUTH, "envelope claims sender '%s', expected '%s'", parsed->peer_id,
+                               sender->peer_id);
+    size_t signed_length = ENVELOPE_HEADER_BYTES + strlen(parsed->peer_id);
+    if (crypto_sign_verify_detached(signature, head, signed_length, sender->public_key) != 0)
+        return spirt_error_set(error, SPIRT_ERR_AUTH, "bad signature on envelope from %s", sender->peer_id);
+    /* Only now, with the header authentic, do kind and round mean anything. */
+    if (parsed->kind != kind)
+        return spirt_error_set(error, SPIRT_ERR_AUTH, "envelope from %s is of kind %d, expected %d", sender->peer_id,
+                               (int)parsed->kind, (int)kind);
+    if (parsed->round != round)
+        return spirt_error_set(error, SPIRT_ERR_AUTH, "envelope from %s is for round %llu, expected %llu",
+                               sender->peer_id, (unsigned long long)parsed->round, (unsigned long long)round);
     return SPIRT_OK;
 }
 
 int envelope_open(const unsigned char *envelope, size_t size, const Identity *sender, EnvelopeKind kind,
                   uint64_t round, EnvelopeContents *contents, SpirtError *error) {
-    if (sodium_init() < 0) return spirt_error_set(error, SPIRT_ERR_INTERNAL, "libsodium failed to initialise");
     EnvelopeContents parsed;
     int status = envelope_peek(envelope, size, &parsed, error);
+    if (status == SPIRT_OK)
+        status = verify_head(envelope, envelope + size - ENVELOPE_SIGNATURE_BYTES, &parsed, sender, kind, round, error);
     if (status != SPIRT_OK) return status;
-    if (strcmp(parsed.peer_id, sender->peer_id) != 0)
-        return spirt_error_set(error, SPIRT_ERR_AUTH, "envelope claims sender '%s', expected '%s'", parsed.peer_id,
-                               sender->peer_id);
-    size_t signed_length = ENVELOPE_HEADER_BYTES + strlen(parsed.peer_id);
-    const unsigned char *signature = envelope + signed_length + parsed.payload_size;
-    if (crypto_sign_verify_detached(signature, envelope, signed_length, sender->public_key) != 0)
-        return spirt_error_set(error, SPIRT_ERR_AUTH, "bad signature on envelope from %s", sender->peer_id);
-    /* Only now, with the header authentic, do kind and round mean anything. */
-    if (parsed.kind != kind)
-        return spirt_error_set(error, SPIRT_ERR_AUTH, "envelope from %s is of kind %d, expected %d", sender->peer_id,
-                               (int)parsed.kind, (int)kind);
-    if (parsed.round != round)
-        return spirt_error_set(error, SPIRT_ERR_AUTH, "envelope from %s is for round %llu, expected %llu",
-                               sender->peer_id, (unsigned long long)parsed.round, (unsigned long long)round);
     unsigned char digest[DIGEST_BYTES];
     digest_blake3(parsed.payload, parsed.payload_size, digest);
     if (sodium_memcmp(digest, envelope + 32, DIGEST_BYTES) != 0)
         return spirt_error_set(error, SPIRT_ERR_AUTH, "payload from %s does not match its signed digest", sender->peer_id);
     *contents = parsed;
+    return SPIRT_OK;
+}
+
+int envelope_check_head(const unsigned char *head, size_t head_available,
+                        const unsigned char signature[ENVELOPE_SIGNATURE_BYTES], size_t envelope_size,
+                        const Identity *sender, EnvelopeKind kind, uint64_t round, EnvelopeHead *out,
+                        SpirtError *error) {
+    EnvelopeContents parsed;
+    int status = parse_head(head, head_available, envelope_size, &parsed, error);
+    if (status == SPIRT_OK) status = verify_head(head, signature, &parsed, sender, kind, round, error);
+    if (status != SPIRT_OK) return status;
+    out->payload_offset = ENVELOPE_HEADER_BYTES + strlen(parsed.peer_id);
+    out->payload_size = parsed.payload_size;
+    memcpy(out->payload_digest, head + 32, DIGEST_BYTES);
     return SPIRT_OK;
 }

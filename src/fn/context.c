@@ -6,6 +6,7 @@
  * skips the reads. Caches are keyed on what makes them valid: connections
  * on the address, data on the database and the shard's digest, the model
  * on its kind. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -130,6 +131,33 @@ StoreConn *fn_connect(FnContext *context, const char *address, SpirtError *error
 
 StoreConn *fn_connect_probe(FnContext *context, const char *address, int timeout_ms, SpirtError *error) {
     return connect_with(context, address, timeout_ms, error);
+}
+
+int fn_fetch_target(const FnContext *context, const char *address, FnFetchTarget *target) {
+    StoreAddress parsed;
+    if (store_address_parse(address, &parsed, NULL) != SPIRT_OK) return 0;
+    StoreOptions options = context->store_defaults;
+    store_options_use_address(&options, &parsed);
+    if (options.tls.enabled || options.database != 0) return 0;
+    memset(target, 0, sizeof(*target));
+    int port = options.port ? options.port : STORE_DEFAULT_PORT;
+    int written;
+    if (parsed.host[0] == '/')
+        written = snprintf(target->address, sizeof(target->address), "unix:%s", parsed.host);
+    else if (strchr(parsed.host, ':'))
+        written = snprintf(target->address, sizeof(target->address), "[%s]:%d", parsed.host, port);
+    else
+        written = snprintf(target->address, sizeof(target->address), "%s:%d", parsed.host, port);
+    if (written < 0 || (size_t)written >= sizeof(target->address)) return 0;
+    if (options.password) {
+        if (strlen(options.password) >= sizeof(target->password) ||
+            (options.username && strlen(options.username) >= sizeof(target->username)))
+            return 0;
+        snprintf(target->password, sizeof(target->password), "%s", options.password);
+        if (options.username) snprintf(target->username, sizeof(target->username), "%s", options.username);
+        target->has_password = 1;
+    }
+    return 1;
 }
 
 void fn_context_drop_broken(FnContext *context) {

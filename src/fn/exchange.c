@@ -130,11 +130,123 @@ static int accept_publication(StoreConn *db, const Member *member, uint64_t roun
     return status;
 }
 
+/* Not published yet: is the peer still alive? Checked every 100 ms, not on
+ * every poll. */
+static void check_liveness(StoreConn *peer, Pending *entry, double now) {
+    if (now < entry->next_liveness_check_ms) return;
+    entry->next_liveness_check_ms = now + 100.0;
+    int alive = 0;
+    if (store_exists(peer, KEY_HEARTBEAT, &alive, NULL) == SPIRT_OK && !alive) {
+        entry->state = PENDING_MISSING;
+        snprintf(entry->reason, sizeof(entry->reason), "no heartbeat");
+    }
+}
+
+/* What reading one publication came to. */
+typedef enum Outcome { OUTCOME_NOT_YET = 0, OUTCOME_RECEIVED, OUTCOME_REJECTED, OUTCOME_UNREACHABLE } Outcome;
+
+/* The in-database path: read the publication's signed head and signature
+ * from the peer (a few hundred bytes), check them, and have our database
+ * fetch the payload itself and check it against the digest the head signs
+ * (SPIRT.FETCH). On OUTCOME_REJECTED or _UNREACHABLE, `reason` says why;
+ * a failure of our own database is returned as an error. */
+static int fetch_publication(StoreConn *db, StoreConn *peer, const FnFetchTarget *target, const Member *member,
+                             uint64_t round, const char *published_key, size_t param_count, double seconds_left,
+                             Outcome *outcome, uint64_t *bytes, SpirtError *reason, SpirtError *error) {
+    char last_head_byte[24];
+    snprintf(last_head_byte, sizeof(last_head_byte), "%d", ENVELOPE_HEAD_MAX - 1);
+    char signature_start[24];
+    snprintf(signature_start, sizeof(signature_start), "%d", -ENVELOPE_SIGNATURE_BYTES);
+    StoreReply *length_reply = NULL, *head_reply = NULL, *signature_reply = NULL;
+    int result = SPIRT_OK; /* fails only when our own database does */
+    int status = store_append(peer, reason, "STRLEN %s", published_key);
+    if (status == SPIRT_OK) status = store_append(peer, reason, "GETRANGE %s 0 %s", published_key, last_head_byte);
+    if (status == SPIRT_OK) status = store_append(peer, reason, "GETRANGE %s %s -1", published_key, signature_start);
+    if (status == SPIRT_OK) status = store_get_reply(peer, &length_reply, reason);
+    if (status == SPIRT_OK) status = store_get_reply(peer, &head_reply, reason);
+    if (status == SPIRT_OK) status = store_get_reply(peer, &signature_reply, reason);
+    *outcome = OUTCOME_UNREACHABLE;
+    if (status == SPIRT_OK) {
+        if (length_reply->type != STORE_REPLY_INTEGER || head_reply->type != STORE_REPLY_STRING ||
+            signature_reply->type != STORE_REPLY_STRING) {
+            *outcome = OUTCOME_REJECTED;
+            spirt_error_set(reason, SPIRT_ERR_FORMAT, "the publication is not a string");
+        } else if (length_reply->integer == 0) {
+            *outcome = OUTCOME_NOT_YET;
+        } else if (signature_reply->len != ENVELOPE_SIGNATURE_BYTES) {
+            *outcome = OUTCOME_REJECTED;
+            spirt_error_set(reason, SPIRT_ERR_FORMAT, "envelope too short (%lld bytes)", length_reply->integer);
+        } else {
+            *outcome = OUTCOME_REJECTED;
+            Identity sender;
+            EnvelopeHead head;
+            size_t envelope_size = (size_t)length_reply->integer;
+            size_t expected_payload = SPIRT_TENSOR_FILE_HEADER_SIZE + param_count * sizeof(float);
+            if (identity_from_public_hex(&sender, member->id, member->public_key, reason) == SPIRT_OK &&
+                envelope_check_head((const unsigned char *)head_reply->str, head_reply->len,
+                                    (const unsigned char *)signature_reply->str, envelope_size, &sender,
+                                    ENVELOPE_KIND_ROUND_AVERAGE, round, &head, reason) == SPIRT_OK) {
+                if (head.payload_size != expected_payload) {
+                    /* In the words of the client path (accept_publication). */
+                    size_t header = SPIRT_TENSOR_FILE_HEADER_SIZE;
+                    if (head.payload_size > header && (head.payload_size - header) % sizeof(float) == 0)
+                        spirt_error_set(reason, SPIRT_ERR_SHAPE, "%zu values, the model has %zu",
+                                        (head.payload_size - header) / sizeof(float), param_count);
+                    else
+                        spirt_error_set(reason, SPIRT_ERR_FORMAT, "a payload of %zu bytes is no tensor of %zu values",
+                                        head.payload_size, param_count);
+                } else {
+                    *outcome = OUTCOME_RECEIVED;
+                    *bytes += envelope_size;
+                }
+            }
+            if (*outcome == OUTCOME_RECEIVED) {
+                char key[KEY_MAX], offset[24], size[24], hex[SPIRT_DIGEST_HEX_BYTES + 1], timeout[24];
+                key_round_received(key, round, member->id);
+                snprintf(offset, sizeof(offset), "%zu", head.payload_offset);
+                snprintf(size, sizeof(size), "%zu", head.payload_size);
+                digest_to_hex(head.payload_digest, hex);
+                double timeout_ms = seconds_left * 1000.0;
+                snprintf(timeout, sizeof(timeout), "%d", timeout_ms < 1000 ? 1000 : timeout_ms > 10000 ? 10000 : (int)timeout_ms);
+                const char *argv[16] = {"SPIRT.FETCH", key,    "ADDRESS", target->address, "KEY", published_key,
+                                        "RANGE",       offset, size,      "DIGEST",        hex,   "TIMEOUT",
+                                        timeout};
+                size_t argc = 13;
+                if (target->has_password) {
+                    if (target->username[0]) argv[argc++] = "USER", argv[argc++] = target->username;
+                    argv[argc++] = "PASSWORD", argv[argc++] = target->password;
+                }
+                int fetched = store_command_argv(db, argc, argv, NULL, NULL, reason);
+                if (fetched != SPIRT_OK) {
+                    if (store_conn_status(db) != SPIRT_OK) {
+                        result = spirt_error_set(error, reason->code, "%s", reason->message);
+                    } else {
+                        /* The network or the peer's server failed on the way
+                         * (IO, TIMEOUT, REMOTE): try again at the next poll,
+                         * as for a peer we cannot reach. Anything else is
+                         * about the bytes: refused. */
+                        const char *message = reason->message;
+                        int transient = strncmp(message, "IO ", 3) == 0 || strncmp(message, "TIMEOUT ", 8) == 0 ||
+                                        strncmp(message, "REMOTE ", 7) == 0;
+                        *outcome = transient ? OUTCOME_UNREACHABLE : OUTCOME_REJECTED;
+                        *bytes -= envelope_size;
+                    }
+                }
+            }
+        }
+    }
+    store_reply_free(length_reply);
+    store_reply_free(head_reply);
+    store_reply_free(signature_reply);
+    return result;
+}
+
 /* Polls one peer once; moves the entry out of PENDING_WAITING when its
  * publication arrived (received or rejected) or it is known to be gone.
  * Fails only if our own database fails (then the error is ours). */
 static int poll_peer(FnContext *context, StoreConn *db, Pending *entry, const RunConfig *config, uint64_t round,
-                     const char *published_key, size_t param_count, double now, uint64_t *bytes, SpirtError *error) {
+                     const char *published_key, size_t param_count, double now, double deadline_ms, uint64_t *bytes,
+                     SpirtError *error) {
     SpirtError peer_error;
     StoreConn *peer = fn_connect_probe(context, entry->member->address, 1000, &peer_error);
     if (peer == NULL) {
@@ -144,6 +256,36 @@ static int poll_peer(FnContext *context, StoreConn *db, Pending *entry, const Ru
         if (now - entry->unreachable_since_ms > (double)config->heartbeat_ttl_ms) {
             entry->state = PENDING_MISSING;
             snprintf(entry->reason, sizeof(entry->reason), "unreachable: %s", peer_error.message);
+        }
+        return SPIRT_OK;
+    }
+    FnFetchTarget target;
+    if (config->exchange_in_database && fn_fetch_target(context, entry->member->address, &target)) {
+        Outcome outcome = OUTCOME_NOT_YET;
+        SpirtError reason;
+        spirt_error_clear(&reason);
+        double seconds_left = (deadline_ms - now) / 1000.0;
+        int status = fetch_publication(db, peer, &target, entry->member, round, published_key, param_count,
+                                       seconds_left, &outcome, bytes, &reason, error);
+        if (status != SPIRT_OK) return status;
+        if (outcome == OUTCOME_UNREACHABLE) {
+            if (entry->unreachable_since_ms == 0) entry->unreachable_since_ms = now;
+            if (now - entry->unreachable_since_ms > (double)config->heartbeat_ttl_ms) {
+                entry->state = PENDING_MISSING;
+                snprintf(entry->reason, sizeof(entry->reason), "unreachable: %s", reason.message);
+            }
+            return SPIRT_OK;
+        }
+        entry->unreachable_since_ms = 0;
+        if (outcome == OUTCOME_RECEIVED) {
+            entry->state = PENDING_RECEIVED;
+        } else if (outcome == OUTCOME_REJECTED) {
+            entry->state = PENDING_REJECTED;
+            snprintf(entry->reason, sizeof(entry->reason), "%s", reason.message);
+            log_warn("round %llu: rejected %s's publication: %s", (unsigned long long)round, entry->member->id,
+                     reason.message);
+        } else {
+            check_liveness(peer, entry, now);
         }
         return SPIRT_OK;
     }
@@ -169,16 +311,7 @@ static int poll_peer(FnContext *context, StoreConn *db, Pending *entry, const Ru
         }
         return SPIRT_OK;
     }
-    /* Not published yet (or a passing read failure): is it still alive?
-     * Checked every 100 ms, not on every poll. */
-    if (got == SPIRT_ERR_NOT_FOUND && now >= entry->next_liveness_check_ms) {
-        entry->next_liveness_check_ms = now + 100.0;
-        int alive = 0;
-        if (store_exists(peer, KEY_HEARTBEAT, &alive, NULL) == SPIRT_OK && !alive) {
-            entry->state = PENDING_MISSING;
-            snprintf(entry->reason, sizeof(entry->reason), "no heartbeat");
-        }
-    }
+    if (got == SPIRT_ERR_NOT_FOUND) check_liveness(peer, entry, now);
     return SPIRT_OK;
 }
 
@@ -243,7 +376,8 @@ int fn_exchange(FnContext *context, const json_t *event, json_t **result, SpirtE
         for (size_t i = 0; i < count && status == SPIRT_OK; i++) {
             Pending *entry = &pending[i];
             if (entry->state != PENDING_WAITING) continue;
-            status = poll_peer(context, db, entry, config, parsed.round, published_key, param_count, now, &bytes, error);
+            status = poll_peer(context, db, entry, config, parsed.round, published_key, param_count, now, deadline,
+                               &bytes, error);
             if (entry->state != PENDING_WAITING) continue;
             waiting++;
             waiting_for_others += !entry->silent;

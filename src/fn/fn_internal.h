@@ -48,6 +48,20 @@ void fn_context_drop_broken(FnContext *context);
 /* The same with a short time-out, for probing other peers. */
 StoreConn *fn_connect_probe(FnContext *context, const char *address, int timeout_ms, SpirtError *error);
 
+/* Where our own database can read a peer's database itself (SPIRT.FETCH):
+ * "unix:/path" or "host:port", with the credentials a connection from us
+ * would use. */
+typedef struct FnFetchTarget {
+    char address[300];
+    char username[128]; /* "" when none */
+    char password[256];
+    int has_password;
+} FnFetchTarget;
+/* 1 and *target filled when a connection to `address` (with the context's
+ * defaults) is plain: no TLS, which the module does not speak, and database
+ * 0. 0 otherwise, and the caller reads the peer through its own client. */
+int fn_fetch_target(const FnContext *context, const char *address, FnFetchTarget *target);
+
 /* The run configuration in `db` (spirt:config), re-read on every call but
  * parsed only when it changed. Borrowed until the next call. */
 const RunConfig *fn_run_config(FnContext *context, StoreConn *db, SpirtError *error);

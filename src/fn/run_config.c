@@ -30,6 +30,7 @@ void run_config_default(RunConfig *config) {
     config->exchange_wait_seconds = 10.0;
     config->silent_after_rounds = 3;
     config->silent_wait_seconds = 0.1;
+    config->exchange_in_database = 1;
     config->heartbeat_ttl_ms = 3000;
     config->dead_after_ms = 3000;
     config->keep_rounds = 3;
@@ -197,6 +198,7 @@ json_t *run_config_to_json(const RunConfig *config) {
         json_object_set_new(json, "schedule", json_string(config->cosine_schedule ? "cosine" : "constant"));
         json_object_set_new(json, "silent_after_rounds", json_integer((json_int_t)config->silent_after_rounds));
         json_object_set_new(json, "silent_wait_seconds", json_real(config->silent_wait_seconds));
+        json_object_set_new(json, "exchange_in_database", json_boolean(config->exchange_in_database));
     }
     return json;
 }
@@ -205,7 +207,7 @@ static const char *const known_fields[] = {
     "version", "peer_id", "model", "batch_size", "batches_per_round", "seed", "rounds", "evaluate_every",
     "train_count", "validation_count", "data_digest", "optimizer", "aggregator", "attack", "byzantine",
     "exchange_wait_seconds", "heartbeat_ttl_ms", "dead_after_ms", "keep_rounds", "checkpoint_every", "schedule", "silent_after_rounds",
-    "silent_wait_seconds", NULL};
+    "silent_wait_seconds", "exchange_in_database", NULL};
 
 int run_config_from_json(const json_t *json, RunConfig *config, SpirtError *error) {
     if (!json_is_object(json)) return spirt_error_set(error, SPIRT_ERR_FORMAT, "spirt:config is not a JSON object");
@@ -275,6 +277,8 @@ int run_config_from_json(const json_t *json, RunConfig *config, SpirtError *erro
                               error));
     if (parsed.silent_wait_seconds < 0 || parsed.silent_wait_seconds > 3600)
         return spirt_error_set(error, SPIRT_ERR_FORMAT, "spirt:config: silent_wait_seconds out of range");
+    CHECKED(fn_json_bool_or(json, "exchange_in_database", parsed.exchange_in_database, &parsed.exchange_in_database,
+                            error));
     CHECKED(fn_json_u64_or(json, "heartbeat_ttl_ms", (uint64_t)parsed.heartbeat_ttl_ms, &number, error));
     if (number < 100) return spirt_error_set(error, SPIRT_ERR_FORMAT, "spirt:config: heartbeat_ttl_ms must be >= 100");
     parsed.heartbeat_ttl_ms = (int64_t)number;
