@@ -149,6 +149,17 @@ int spirt_command_avg(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
         RedisModule_Free(found);
         return REDISMODULE_OK;
     }
+    if (n == 1) {
+        /* The mean of one tensor is that tensor, bit for bit, and tensors
+         * are immutable: share it, as COPY does, instead of a pass over it.
+         * (A peer with one minibatch a round averages one gradient.) */
+        SpirtTensor *shared = spirt_tensor_retain(found[0]);
+        RedisModule_Free(found);
+        if (spirt_key_store(ctx, argv[1], shared, "spirt.avg") != REDISMODULE_OK)
+            return spirt_reply_error(ctx, "INTERNAL", "cannot store the result");
+        spirt_propagate_tensor(ctx, argv[1], shared);
+        return RedisModule_ReplyWithSimpleString(ctx, "OK");
+    }
     AggJob *job = agg_job_new(n);
     job->mean_only = 1;
     int status = submit(ctx, job, argv[1], found, n, NULL);

@@ -167,6 +167,19 @@ static void test_avg(redisContext *c) {
     float *got = module_test_tget(c, "avg:one", &count);
     CHECK(got && count == D && memcmp(got, inputs[3], sizeof(inputs[3])) == 0);
     free(got);
+    /* ... shared, not aliased: replacing the source leaves it as it was,
+     * and averaging a key into itself keeps it. */
+    float other[D];
+    for (size_t j = 0; j < D; j++) other[j] = (float)j;
+    CHECK(module_test_tset_vector(c, "avg:3", other, D));
+    got = module_test_tget(c, "avg:one", &count);
+    CHECK(got && count == D && memcmp(got, inputs[3], sizeof(inputs[3])) == 0);
+    free(got);
+    CHECK(module_test_ok(c, "SPIRT.AVG", "avg:one", "avg:one", NULL));
+    got = module_test_tget(c, "avg:one", &count);
+    CHECK(got && count == D && memcmp(got, inputs[3], sizeof(inputs[3])) == 0);
+    free(got);
+    CHECK(module_test_tset_vector(c, "avg:3", inputs[3], D));
     /* The destination may be a source: the sources are read first. */
     CHECK(module_test_ok(c, "SPIRT.AVG", "avg:0", "avg:0", "avg:1", NULL));
     for (size_t j = 0; j < D; j++) want[j] = ((double)inputs[0][j] + inputs[1][j]) / 2;
