@@ -49,12 +49,16 @@ typedef struct WrapJob {
 
 static void wrap_compute(SpirtJob *base) {
     WrapJob *job = (WrapJob *)base;
-    if (job->store && !job->check) return; /* TWRAP without DIGEST: nothing to hash */
+    if (job->store && !job->check) return; /* TWRAP without DIGEST, or one TDIGEST computed */
     encoding_digest(job->tensor, job->digest);
     job->mismatch = job->check && memcmp(job->digest, job->expected, SPIRT_DIGEST_BYTES) != 0;
 }
 
 static int reply_digest(RedisModuleCtx *ctx, const WrapJob *job) {
+    /* Remembered for TWRAP: the tensor never changes. */
+    _Static_assert(sizeof(job->tensor->encoding_digest) == SPIRT_DIGEST_BYTES, "digest size");
+    memcpy(job->tensor->encoding_digest, job->digest, SPIRT_DIGEST_BYTES);
+    job->tensor->encoding_digest_known = 1;
     char hex[SPIRT_DIGEST_HEX_BYTES + 1];
     digest_to_hex(job->digest, hex);
     RedisModule_ReplyWithArray(ctx, 2);
@@ -170,6 +174,11 @@ int spirt_command_twrap(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     RedisModule_RetainString(NULL, argv[1]);
     if (prefix) RedisModule_RetainString(NULL, job->prefix = prefix);
     if (suffix) RedisModule_RetainString(NULL, job->suffix = suffix);
-    /* Without DIGEST there is nothing to hash: the job only stores. */
-    return spirt_job_submit(ctx, &job->base, check ? tensor->count : 0);
+    if (check && tensor->encoding_digest_known) {
+        /* TDIGEST hashed this very tensor: compare, and store inline. */
+        job->check = 0;
+        job->mismatch = memcmp(tensor->encoding_digest, expected, SPIRT_DIGEST_BYTES) != 0;
+    }
+    /* Without a digest to compute the job only stores: inline. */
+    return spirt_job_submit(ctx, &job->base, job->check ? tensor->count : 0);
 }

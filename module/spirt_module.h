@@ -73,6 +73,10 @@ typedef struct SpirtTensor {
     TensorShape shape;
     size_t count; /* product of the dims */
     float *data;  /* count values; never written once stored */
+    /* The BLAKE3 of its encoding once SPIRT.TDIGEST computed it, so that
+     * SPIRT.TWRAP ... DIGEST need not hash again. Main thread only. */
+    int encoding_digest_known;
+    unsigned char encoding_digest[32];
 } SpirtTensor;
 
 /* The registered data type (set by spirt_tensor_type_register). */

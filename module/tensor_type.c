@@ -152,6 +152,7 @@ SpirtTensor *spirt_tensor_create(const TensorShape *shape, int zeroed) {
     atomic_init(&tensor->references, 1);
     tensor->shape = *shape;
     tensor->count = count;
+    tensor->encoding_digest_known = 0;
     tensor->data = (float *)(block + (aligned - (uintptr_t)block));
     if (zeroed) memset(tensor->data, 0, bytes);
     return tensor;

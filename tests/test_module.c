@@ -582,6 +582,18 @@ static void test_wrap(redisContext *c) {
     }
     if (reply) freeReplyObject(reply);
 
+    /* A digest TDIGEST did not give, for the tensor it hashed: refused
+     * (compared with the digest it remembered, not hashed again). */
+    char wrong_hex[SPIRT_DIGEST_HEX_BYTES + 1];
+    memcpy(wrong_hex, hex, sizeof(wrong_hex));
+    wrong_hex[10] = wrong_hex[10] == '0' ? '1' : '0';
+    reply = module_test_command(c, "SPIRT.TWRAP", "wrap:other", "wrap:avg", "DIGEST", wrong_hex, NULL);
+    CHECK(module_test_is_error(reply, "CONFLICT"));
+    if (reply) freeReplyObject(reply);
+    reply = module_test_command(c, "EXISTS", "wrap:other", NULL);
+    CHECK(reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0);
+    if (reply) freeReplyObject(reply);
+
     /* No options: the bare encoding, over a tensor key. */
     CHECK(module_test_tset_vector(c, "wrap:bare", values, 3));
     reply = module_test_command(c, "SPIRT.TWRAP", "wrap:bare", "wrap:avg", NULL);
