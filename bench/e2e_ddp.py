@@ -44,6 +44,7 @@ import struct
 import sys
 import tempfile
 
+TEARDOWN_SECONDS = 30
 PROGRAM = "e2e_ddp.py"
 DEPS_HINT = "install the benchmark dependencies with scripts/deps.sh --bench and run /usr/bin/python3"
 
@@ -393,8 +394,10 @@ def worker(rank, config, data, result_path):
         if args.validation:
             result["final_validation_accuracy"] = test_accuracy(
                 model.module, torch.from_numpy(data["validation_x"]), torch.from_numpy(data["validation_y"]))
-        with open(result_path, "w") as handle:
+        # Atomically: the parent takes the file's appearance as "done".
+        with open(result_path + ".partial", "w") as handle:
             json.dump(result, handle)
+        os.replace(result_path + ".partial", result_path)
     dist.barrier()
     dist.destroy_process_group()
 
@@ -496,8 +499,25 @@ def run(args):
     try:
         # fork: the children share the parent's loaded data (copy-on-write)
         # instead of each re-importing torch and re-reading the files.
-        torch_mp.start_processes(worker, args=(config, data, result_path), nprocs=args.processes,
-                                 join=True, start_method="fork")
+        context = torch_mp.start_processes(worker, args=(config, data, result_path), nprocs=args.processes,
+                                           join=False, start_method="fork")
+        # gloo's teardown (the last barrier, destroy_process_group) can hang
+        # with a rank spinning at 100%, seen once in many runs on 2 cores. The
+        # result is written before it: give the teardown TEARDOWN_SECONDS once
+        # the result is there, then stop what is left, so the benchmark never
+        # hangs (the figures are already measured).
+        teardown_deadline = None
+        while not context.join(timeout=1.0):
+            if teardown_deadline is None and os.path.exists(result_path):
+                teardown_deadline = time.monotonic() + TEARDOWN_SECONDS
+            if teardown_deadline is not None and time.monotonic() > teardown_deadline:
+                for process in context.processes:
+                    if process.is_alive():
+                        process.kill()
+                        process.join()
+                print(f"{PROGRAM}: warning: the process group's teardown hung for {TEARDOWN_SECONDS} s after "
+                      f"training; stopped it (the result was already written)", file=sys.stderr)
+                break
         with open(result_path) as handle:
             result = json.load(handle)
     finally:
