@@ -61,7 +61,7 @@ int command_train(int argc, char **argv) {
                         .evaluate_every = 50, .visibility_ms = 2000, .hang_ms = 10000, .f = -1, .seed = 1,
                         .epochs = 4, .lr = 0.003, .momentum = 0.9, .exchange_wait = 10, .silent_after = 3,
                         .silent_wait = 0.1, .round_timeout = 600,
-                        .model = "mlp", .dataset = "fashion-mnist", .optimizer = "adam", .schedule = "cosine", .transport = "unix",
+                        .model = "mlp", .dataset = "fashion-mnist", .optimizer = "adam", .schedule = "cosine", .transport = "unix", .placement = "peer",
                         .aggregator = "mean", .attack = "sign-flip", .partition = "iid", .workflow = default_workflow};
     const CliOption options[] = {
         {"peers", CLI_INT, &o->peers, "N", "peers, each with its own database (default 4)"},
@@ -100,6 +100,8 @@ int command_train(int argc, char **argv) {
         {"workflow", CLI_STRING, &o->workflow, "FILE", "the round's state machine (default workflows/round.json)"},
         {"transport", CLI_STRING, &o->transport, "NAME", "how peers reach the databases: unix (sockets, the default) "
                                                          "or tcp (loopback)"},
+        {"placement", CLI_STRING, &o->placement, "NAME", "peer (the default): each peer's database, workers and "
+                                                         "engine share one share of the CPUs; none: anywhere"},
         {"snapshot-every", CLI_INT, &o->snapshot_every, "K", "keep the model every K rounds and report its test "
                                                              "accuracy over time in summary.json (default 0: off)"},
         {"seed", CLI_U64, &o->seed, "N", "seed of everything random (default 1)"},
@@ -129,6 +131,7 @@ int command_train(int argc, char **argv) {
     else if (optim_kind_parse(o->optimizer, &optimizer, &error) != SPIRT_OK) usage = cli_usage_error(&command, "--optimizer: %s", error.message);
     else if (!(o->lr > 0)) usage = cli_usage_error(&command, "--lr must be > 0");
     else if (strcmp(o->transport, "unix") != 0 && strcmp(o->transport, "tcp") != 0) usage = cli_usage_error(&command, "--transport: unix or tcp");
+    else if (strcmp(o->placement, "peer") != 0 && strcmp(o->placement, "none") != 0) usage = cli_usage_error(&command, "--placement: peer or none");
     else if (strcmp(o->schedule, "constant") != 0 && strcmp(o->schedule, "cosine") != 0) usage = cli_usage_error(&command, "--schedule: constant or cosine");
     else if (run_parse_aggregator(o->aggregator, &aggregator, &error) != SPIRT_OK) usage = cli_usage_error(&command, "--aggregator: %s", error.message);
     else if (o->pre && strcmp(o->pre, "nnm") != 0 && strcmp(o->pre, "none") != 0) usage = cli_usage_error(&command, "--pre: nnm or none");

@@ -25,6 +25,7 @@ typedef struct TrainOptions {
     double epochs, lr, momentum, weight_decay, exchange_wait, silent_wait, crash_rate, hang_rate, round_timeout;
     const char *model, *dataset, *optimizer, *aggregator, *pre, *attack, *partition, *out, *workflow, *schedule;
     const char *transport;
+    const char *placement; /* "peer": each peer's processes share its CPUs; "none" */
 } TrainOptions;
 
 typedef struct PeerState {

@@ -1,10 +1,12 @@
 /* cluster.c -- the processes of a local run (see include/spirt/cluster.h). */
+#define _GNU_SOURCE /* cpu_set_t, sched_getaffinity, sched_setaffinity */
 #include "spirt/cluster.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,10 +20,15 @@
 #include "spirt/log.h"
 #include "spirt/store.h"
 
+#define CLUSTER_MAX_CPU_GROUPS 256
+
 struct Cluster {
     char run_dir[1024];
     ClusterProcess processes[CLUSTER_MAX_PROCESSES];
     size_t count;
+    int cpu_group_count; /* 0: no plan */
+    int current_cpu_group;
+    cpu_set_t cpu_groups[CLUSTER_MAX_CPU_GROUPS];
 };
 
 Cluster *cluster_create(const char *run_dir, SpirtError *error) {
@@ -31,7 +38,42 @@ Cluster *cluster_create(const char *run_dir, SpirtError *error) {
         return NULL;
     }
     snprintf(cluster->run_dir, sizeof(cluster->run_dir), "%s", run_dir);
+    cluster->current_cpu_group = -1;
     return cluster;
+}
+
+int cluster_plan_cpu_groups(Cluster *cluster, int groups, SpirtError *error) {
+    if (groups < 1 || groups > CLUSTER_MAX_CPU_GROUPS)
+        return spirt_error_set(error, SPIRT_ERR_INVALID, "CPU groups must be 1 to %d, not %d", CLUSTER_MAX_CPU_GROUPS,
+                               groups);
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0)
+        return spirt_error_set(error, SPIRT_ERR_IO, "sched_getaffinity: %s", strerror(errno));
+    for (int g = 0; g < groups; g++) CPU_ZERO(&cluster->cpu_groups[g]);
+    int count = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+        if (CPU_ISSET(cpu, &allowed)) {
+            /* With fewer CPUs than groups the first CPUs are dealt again
+             * below, so every group gets one. */
+            CPU_SET(cpu, &cluster->cpu_groups[count % groups]);
+            count++;
+        }
+    if (count == 0) return spirt_error_set(error, SPIRT_ERR_IO, "sched_getaffinity gave no CPU");
+    for (int g = count; g < groups; g++) {
+        int nth = g % count, seen = 0;
+        for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+            if (CPU_ISSET(cpu, &allowed) && seen++ == nth) {
+                CPU_SET(cpu, &cluster->cpu_groups[g]);
+                break;
+            }
+    }
+    cluster->cpu_group_count = groups;
+    return SPIRT_OK;
+}
+
+void cluster_use_cpu_group(Cluster *cluster, int group) {
+    cluster->current_cpu_group = group >= 0 && group < cluster->cpu_group_count ? group : -1;
 }
 
 static void free_argv(char **argv) {
@@ -49,7 +91,7 @@ void cluster_free(Cluster *cluster) {
     free(cluster);
 }
 
-static int spawn(ClusterProcess *process, SpirtError *error) {
+static int spawn(const Cluster *cluster, ClusterProcess *process, SpirtError *error) {
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) return spirt_error_set(error, SPIRT_ERR_IO, "fork: %s", strerror(errno));
@@ -59,6 +101,10 @@ static int spawn(ClusterProcess *process, SpirtError *error) {
         /* Own process group, so a terminal's Ctrl-C reaches only the
          * orchestrator, which then stops everyone in order. */
         setpgid(0, 0);
+        /* Before exec, so every thread the program starts inherits it. A
+         * failure only costs the placement. */
+        if (process->cpu_group >= 0)
+            (void)sched_setaffinity(0, sizeof(cpu_set_t), &cluster->cpu_groups[process->cpu_group]);
         int fd = open(process->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {
             dup2(fd, STDOUT_FILENO);
@@ -89,12 +135,13 @@ int cluster_start_process(Cluster *cluster, const char *name, ClusterKind kind, 
     snprintf(process->log_path, sizeof(process->log_path), "%s", log_path);
     process->kind = kind;
     process->restart = restart;
+    process->cpu_group = cluster->current_cpu_group;
     size_t argc = 0;
     while (argv[argc]) argc++;
     process->argv = calloc(argc + 1, sizeof(char *));
     if (process->argv == NULL) return spirt_error_set(error, SPIRT_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < argc; i++) process->argv[i] = strdup(argv[i]);
-    int status = spawn(process, error);
+    int status = spawn(cluster, process, error);
     if (status != SPIRT_OK) {
         free_argv(process->argv);
         process->argv = NULL;
@@ -177,7 +224,7 @@ size_t cluster_poll(Cluster *cluster) {
         if (process->restart && process->exit_code != 0) {
             process->restarts++;
             log_info("%s exited (%d); starting it again", process->name, process->exit_code);
-            if (spawn(process, NULL) == SPIRT_OK) continue;
+            if (spawn(cluster, process, NULL) == SPIRT_OK) continue;
         }
         process->exited = 1;
         ended++;
