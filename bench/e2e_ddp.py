@@ -305,6 +305,11 @@ def worker(rank, config, data, result_path):
     os.dup2(2, 1)  # stdout belongs to the parent's one JSON object
     torch.set_num_threads(1)
     args = config["args"]
+    if args.pin:
+        # As `spirt train --placement peer` places peers: rank r on allowed
+        # CPU r mod n.
+        allowed = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {allowed[rank % len(allowed)]})
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{config['port']}", rank=rank,
                             world_size=args.processes,
                             timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
@@ -423,6 +428,8 @@ def parse_args(argv):
     parser.add_argument("--validation", type=int, default=0, help="V, training examples held out")
     parser.add_argument("--per-minibatch", action="store_true", help="one forward/backward pass per "
                         "minibatch of S (as spirt's B functions) instead of one pass over B*S")
+    parser.add_argument("--pin", action="store_true", help="pin rank r to allowed CPU r mod n (as spirt "
+                        "train places peers); default: the kernel places them")
     parser.add_argument("--drop-last", action="store_true", help="drop each epoch's short last round")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--data-dir", default=DATA_DIR)

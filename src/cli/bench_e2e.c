@@ -40,7 +40,8 @@ static json_t *seconds_or_null(double seconds) { return seconds >= 0 ? json_real
 int bench_e2e(int argc, char **argv) {
     const char *peer_list = "1,2,4,8", *model = "mlp", *optimizer = "adam";
     double epochs = 2, target = 0.85, lr = 0.003;
-    int batch_size = 128, batches = 1, json = 0, quick = 0, workers = 1, inline_functions = 0;
+    int batch_size = 128, batches = 1, json = 0, quick = 0, workers = 1, inline_functions = 0, pin_baseline = 0;
+    const char *placement = "peer";
     const CliOption options[] = {
         {"peers", CLI_STRING, &peer_list, "LIST", "numbers of peers, e.g. 1,2,4,8 (default)"},
         {"model", CLI_STRING, &model, "NAME", "logreg, mlp or cnn (default mlp)"},
@@ -53,6 +54,10 @@ int bench_e2e(int argc, char **argv) {
         {"workers", CLI_INT, &workers, "W", "spirt's warm workers per peer (default 1)"},
         {"inline", CLI_FLAG, &inline_functions, NULL,
          "spirt runs its functions inside the peer processes (spirt train --inline): the round without workers"},
+        {"placement", CLI_STRING, &placement, "NAME", "spirt train --placement: peer (default) or none"},
+        {"pin-baseline", CLI_FLAG, &pin_baseline, NULL,
+         "pin DDP's rank r to CPU r mod n, as --placement peer places spirt's peers (default: the kernel places "
+         "them, as torch.multiprocessing does)"},
         {"quick", CLI_FLAG, &quick, NULL, "1 and 2 peers, 1 epoch"},
         {"json", CLI_FLAG, &json, NULL, "one JSON object on stdout"},
     };
@@ -65,6 +70,8 @@ int bench_e2e(int argc, char **argv) {
         epochs = 1;
     }
     if (!(epochs > 0) || batch_size < 1 || batches < 1) return cli_usage_error(&command, "epochs, batch sizes must be > 0");
+    if (strcmp(placement, "peer") != 0 && strcmp(placement, "none") != 0)
+        return cli_usage_error(&command, "--placement: peer or none");
     char self[1024];
     if (cli_self_path(self, sizeof(self)) != 0) return 1;
     BenchReport *report = bench_report_create("e2e");
@@ -96,8 +103,8 @@ int bench_e2e(int argc, char **argv) {
         const char *train[] = {self, "train", "--peers", peers_text, "--model", model, "--epochs", epochs_text,
                                "--batch-size", batch_text, "--batches-per-round", batches_text, "--optimizer", optimizer,
                                "--lr", lr_text, "--validation", "0", "--evaluate-every", "0", "--snapshot-every",
-                               every_text, "--workers", workers_text, "--out", out, "--json", "--quiet",
-                               inline_functions ? "--inline" : NULL, NULL};
+                               every_text, "--workers", workers_text, "--placement", placement, "--out", out, "--json",
+                               "--quiet", inline_functions ? "--inline" : NULL, NULL};
         if (!json) fprintf(stderr, "bench e2e: spirt train, %d peers...\n", peers);
         SpirtError error;
         json_t *spirt = bench_run_json(train, &error);
@@ -108,7 +115,7 @@ int bench_e2e(int argc, char **argv) {
         const char *ddp_args[] = {"--processes", peers_text, "--model", model, "--epochs", epochs_text,
                                   "--batch-size", batch_text, "--batches-per-round", batches_text, "--optimizer",
                                   optimizer, "--lr", lr_text, "--eval-every", every_text, "--target-accuracy",
-                                  target_text, "--per-minibatch", NULL};
+                                  target_text, "--per-minibatch", pin_baseline ? "--pin" : NULL, NULL};
         SpirtError baseline_error;
         json_t *ddp = bench_run_python("e2e_ddp.py", ddp_args, &baseline_error);
         json_t *row = bench_report_add_row(report);
@@ -153,6 +160,8 @@ int bench_e2e(int argc, char **argv) {
         bench_report_note(report, "spirt: functions inside the peer processes (--inline), no workers");
     else
         bench_report_note(report, "spirt: %d warm worker(s) per peer, invoked through its database's stream", workers);
+    bench_report_note(report, "spirt --placement %s; DDP's ranks %s", placement,
+                      pin_baseline ? "pinned to CPU r mod n (--pin-baseline)" : "placed by the kernel");
     bench_report_note(report, "this machine has %ld cores: N > cores over-subscribes both sides", sysconf(_SC_NPROCESSORS_ONLN));
     const char *columns[] = {"peers", "global_batch", "spirt_epoch_s", "baseline_epoch_s", "speedup",
                              "spirt_time_to_target_s", "baseline_time_to_target_s", "spirt_test_accuracy",
