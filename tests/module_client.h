@@ -54,6 +54,21 @@ long long module_test_info_field(redisContext *context, const char *section, con
 /* The value of `field` in a flat [name, value, ...] reply, or NULL. */
 const redisReply *module_test_field(const redisReply *reply, const char *field);
 
+/* A command that must be refused: its arguments (NULL-ended), the code its
+ * error reply must start with, and text the message must contain (NULL:
+ * any). */
+typedef struct ModuleTestBadCase {
+    const char *argv[24];
+    const char *code;
+    const char *needle;
+} ModuleTestBadCase;
+/* Sends argv and checks that the reply is that error and that the server
+ * still answers PING afterwards (one check each). */
+void module_test_expect_error(redisContext *context, int argc, const char **argv, const size_t *lengths,
+                              const char *code, const char *needle);
+/* module_test_expect_error for each of `count` cases. */
+void module_test_expect_errors(redisContext *context, const ModuleTestBadCase *cases, size_t count);
+
 /* Fills values with normal(0, scale) draws from a simple seeded generator. */
 void module_test_random(float *values, size_t count, uint64_t seed, double scale);
 

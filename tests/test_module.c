@@ -462,23 +462,6 @@ static void test_copy_shares(redisContext *c) {
 
 /* --- Bad input ---------------------------------------------------------------------- */
 
-typedef struct BadCase {
-    const char *argv[24];
-    const char *code;   /* expected error prefix */
-    const char *needle; /* text the message must contain, or NULL */
-} BadCase;
-
-static void expect_error(redisContext *c, int argc, const char **argv, const size_t *lengths, const char *code,
-                         const char *needle) {
-    redisReply *reply = module_test_command_argv(c, argc, argv, lengths);
-    int ok = module_test_is_error(reply, code) && (needle == NULL || strstr(reply->str, needle) != NULL);
-    CHECKF(ok, "%s %s ...: got '%s', expected %s%s%s", argv[0], argc > 1 ? argv[1] : "",
-           reply ? (reply->str ? reply->str : "(not an error)") : "(no reply)", code, needle ? " mentioning " : "",
-           needle ? needle : "");
-    if (reply) freeReplyObject(reply);
-    CHECKF(module_test_ping(c), "server stopped answering after %s", argv[0]);
-}
-
 static void test_set(redisContext *c) {
     test_begin("SET: a plain string, bit for bit, over any old value; wrong arity refused");
     /* 1 MiB of every byte value (an envelope's size and content), so the
@@ -614,10 +597,7 @@ static void test_wrap(redisContext *c) {
     CHECK(reply && reply->type == REDIS_REPLY_INTEGER && (size_t)reply->integer == envelope_size);
     if (reply) freeReplyObject(reply);
 
-    static const struct {
-        const char *argv[8];
-        const char *code, *needle;
-    } cases[] = {
+    static const ModuleTestBadCase cases[] = {
         {{"SPIRT.TDIGEST"}, "ERR", "wrong number"},
         {{"SPIRT.TDIGEST", "wrap:avg", "x"}, "ERR", "wrong number"},
         {{"SPIRT.TDIGEST", "wrap:none"}, "NOKEY", "wrap:none"},
@@ -633,14 +613,7 @@ static void test_wrap(redisContext *c) {
         {{"SPIRT.TWRAP", "wrap:x", "wrap:none"}, "NOKEY", "wrap:none"},
         {{"SPIRT.TWRAP", "wrap:x", "wrap:pub"}, "WRONGTYPE", ""},
     };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        int argc = 0;
-        while (argc < 8 && cases[i].argv[argc]) argc++;
-        reply = module_test_command_argv(c, argc, (const char **)cases[i].argv, NULL);
-        CHECKF(module_test_is_error(reply, cases[i].code) && strstr(reply->str, cases[i].needle), "case %zu: %s", i,
-               reply && reply->str ? reply->str : "(no reply)");
-        if (reply) freeReplyObject(reply);
-    }
+    module_test_expect_errors(c, cases, sizeof(cases) / sizeof(cases[0]));
     reply = module_test_command(c, "EXISTS", "wrap:x", NULL);
     CHECK(reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0);
     if (reply) freeReplyObject(reply);
@@ -662,7 +635,7 @@ static void test_bad_input(redisContext *c) {
     CHECK(module_test_tset_vector(c, "bad:minus-huge", minus_huge, 1));
     CHECK(module_test_tset_vector(c, "bad:max", max, 1));
 
-    static const BadCase cases[] = {
+    static const ModuleTestBadCase cases[] = {
         /* TSET */
         {{"SPIRT.TSET", "k", "FLOAT32", "3"}, "ERR", "wrong number"},
         {{"SPIRT.TSET", "k", "FLOAT64", "1", "BLOB", "abcd"}, "INVALID", "FLOAT64"},
@@ -769,20 +742,16 @@ static void test_bad_input(redisContext *c) {
          "NONFINITE",
          "overflow"},
     };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        int argc = 0;
-        while (argc < 24 && cases[i].argv[argc]) argc++;
-        expect_error(c, argc, (const char **)cases[i].argv, NULL, cases[i].code, cases[i].needle);
-    }
+    module_test_expect_errors(c, cases, sizeof(cases) / sizeof(cases[0]));
 
     /* NaN and infinities, named by their first index. */
     float poisoned[4] = {1, 2, NAN, INFINITY};
     const char *argv[] = {"SPIRT.TSET", "bad:nan", "FLOAT32", "4", "BLOB", (const char *)poisoned};
     size_t lengths[] = {10, 7, 7, 1, 4, sizeof(poisoned)};
-    expect_error(c, 6, argv, lengths, "NONFINITE", "value 2 is NaN");
+    module_test_expect_error(c, 6, argv, lengths, "NONFINITE", "value 2 is NaN");
     poisoned[2] = 0;
     poisoned[3] = -INFINITY;
-    expect_error(c, 6, argv, lengths, "NONFINITE", "value 3 is -infinity");
+    module_test_expect_error(c, 6, argv, lengths, "NONFINITE", "value 3 is -infinity");
 
     /* Nothing was written by any of the failures above. */
     redisReply *exists = module_test_command(c, "EXISTS", "bad:out", "k", "bad:nan", "bad:s", NULL);

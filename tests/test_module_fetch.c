@@ -223,10 +223,7 @@ int main(void) {
     close(listener);
 
     /* Syntax, and places where it may not run. */
-    static const struct {
-        const char *argv[16];
-        const char *code, *needle;
-    } cases[] = {
+    static const ModuleTestBadCase cases[] = {
         {{"SPIRT.FETCH", "d", "ADDRESS", "a:1", "KEY", "k", "RANGE", "0", "100"}, "ERR", "wrong number"},
         {{"SPIRT.FETCH", "d", "ADDRESS", "a:1", "KEY", "k", "RANGE", "0", "100", "TIMEOUT", "5"}, "INVALID", "required"},
         {{"SPIRT.FETCH", "d", "ADDRESS", "a:1", "KEY", "k", "RANGE", "0", "101", "DIGEST", "00"}, "INVALID", "96 + 4"},
@@ -241,14 +238,7 @@ int main(void) {
         {{"SPIRT.FETCH", "d", "ADDRESS", "a:1", "KEY", "k", "RANGE", "0", "100", "DIGEST", "00", "COLOR", "red"},
          "INVALID", "COLOR"},
     };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        int argc = 0;
-        while (argc < 16 && cases[i].argv[argc]) argc++;
-        reply = module_test_command_argv(dst, argc, (const char **)cases[i].argv, NULL);
-        CHECKF(module_test_is_error(reply, cases[i].code) && strstr(reply->str, cases[i].needle), "case %zu: %s", i,
-               reply && reply->str ? reply->str : "(no reply)");
-        if (reply) freeReplyObject(reply);
-    }
+    module_test_expect_errors(dst, cases, sizeof(cases) / sizeof(cases[0]));
     /* An unparseable address is the command's error, found on the worker. */
     char long_digest[SPIRT_DIGEST_HEX_BYTES + 1];
     memset(long_digest, 'a', SPIRT_DIGEST_HEX_BYTES);

@@ -143,7 +143,13 @@ static void check_liveness(StoreConn *peer, Pending *entry, double now) {
 }
 
 /* What reading one publication came to. */
-typedef enum Outcome { OUTCOME_NOT_YET = 0, OUTCOME_RECEIVED, OUTCOME_REJECTED, OUTCOME_UNREACHABLE } Outcome;
+typedef enum Outcome {
+    OUTCOME_NOT_YET = 0, /* not published yet */
+    OUTCOME_RECEIVED,
+    OUTCOME_REJECTED,    /* published, and refused: `reason` says why */
+    OUTCOME_UNREACHABLE, /* the peer's server or the way to it failed */
+    OUTCOME_TRY_AGAIN    /* a passing failure that tells nothing */
+} Outcome;
 
 /* The in-database path: read the publication's signed head and signature
  * from the peer (a few hundred bytes), check them, and have our database
@@ -241,77 +247,67 @@ static int fetch_publication(StoreConn *db, StoreConn *peer, const FnFetchTarget
     return result;
 }
 
+/* The client path: the whole envelope into the function, checked there
+ * and stored with SPIRT.TSET (TLS peers, exchange_in_database false). */
+static int read_envelope(StoreConn *db, StoreConn *peer, const Member *member, uint64_t round,
+                         const char *published_key, size_t param_count, Outcome *outcome, uint64_t *bytes,
+                         SpirtError *reason, SpirtError *error) {
+    char *envelope = NULL;
+    size_t size = 0;
+    int got = store_get(peer, published_key, &envelope, &size, reason);
+    /* Not published yet, or a passing read failure (then nothing is learnt). */
+    *outcome = got == SPIRT_ERR_NOT_FOUND ? OUTCOME_NOT_YET : OUTCOME_TRY_AGAIN;
+    if (got != SPIRT_OK) return SPIRT_OK;
+    *bytes += size;
+    int accepted = accept_publication(db, member, round, (unsigned char *)envelope, size, param_count, reason);
+    free(envelope);
+    if (accepted != SPIRT_OK && store_conn_status(db) != SPIRT_OK)
+        /* Our own database failed: that is our error, not theirs. */
+        return spirt_error_set(error, reason->code, "%s", reason->message);
+    *outcome = accepted == SPIRT_OK ? OUTCOME_RECEIVED : OUTCOME_REJECTED;
+    return SPIRT_OK;
+}
+
 /* Polls one peer once; moves the entry out of PENDING_WAITING when its
  * publication arrived (received or rejected) or it is known to be gone.
  * Fails only if our own database fails (then the error is ours). */
 static int poll_peer(FnContext *context, StoreConn *db, Pending *entry, const RunConfig *config, uint64_t round,
                      const char *published_key, size_t param_count, double now, double deadline_ms, uint64_t *bytes,
                      SpirtError *error) {
-    SpirtError peer_error;
-    StoreConn *peer = fn_connect_probe(context, entry->member->address, 1000, &peer_error);
-    if (peer == NULL) {
-        /* Unreachable: its database is down. Give it the heartbeat's time
-         * to live before leaving it out. */
+    SpirtError reason;
+    spirt_error_clear(&reason);
+    Outcome outcome = OUTCOME_UNREACHABLE;
+    int status = SPIRT_OK;
+    FnFetchTarget target;
+    StoreConn *peer = fn_connect_probe(context, entry->member->address, 1000, &reason);
+    if (peer && config->exchange_in_database && fn_fetch_target(context, entry->member->address, &target))
+        status = fetch_publication(db, peer, &target, entry->member, round, published_key, param_count,
+                                   (deadline_ms - now) / 1000.0, &outcome, bytes, &reason, error);
+    else if (peer)
+        status = read_envelope(db, peer, entry->member, round, published_key, param_count, &outcome, bytes, &reason,
+                               error);
+    if (status != SPIRT_OK) return status;
+    if (outcome == OUTCOME_UNREACHABLE) {
+        /* Its database is down, or the way to it failed: give it the
+         * heartbeat's time to live before leaving it out. */
         if (entry->unreachable_since_ms == 0) entry->unreachable_since_ms = now;
         if (now - entry->unreachable_since_ms > (double)config->heartbeat_ttl_ms) {
             entry->state = PENDING_MISSING;
-            snprintf(entry->reason, sizeof(entry->reason), "unreachable: %s", peer_error.message);
-        }
-        return SPIRT_OK;
-    }
-    FnFetchTarget target;
-    if (config->exchange_in_database && fn_fetch_target(context, entry->member->address, &target)) {
-        Outcome outcome = OUTCOME_NOT_YET;
-        SpirtError reason;
-        spirt_error_clear(&reason);
-        double seconds_left = (deadline_ms - now) / 1000.0;
-        int status = fetch_publication(db, peer, &target, entry->member, round, published_key, param_count,
-                                       seconds_left, &outcome, bytes, &reason, error);
-        if (status != SPIRT_OK) return status;
-        if (outcome == OUTCOME_UNREACHABLE) {
-            if (entry->unreachable_since_ms == 0) entry->unreachable_since_ms = now;
-            if (now - entry->unreachable_since_ms > (double)config->heartbeat_ttl_ms) {
-                entry->state = PENDING_MISSING;
-                snprintf(entry->reason, sizeof(entry->reason), "unreachable: %s", reason.message);
-            }
-            return SPIRT_OK;
-        }
-        entry->unreachable_since_ms = 0;
-        if (outcome == OUTCOME_RECEIVED) {
-            entry->state = PENDING_RECEIVED;
-        } else if (outcome == OUTCOME_REJECTED) {
-            entry->state = PENDING_REJECTED;
-            snprintf(entry->reason, sizeof(entry->reason), "%s", reason.message);
-            log_warn("round %llu: rejected %s's publication: %s", (unsigned long long)round, entry->member->id,
-                     reason.message);
-        } else {
-            check_liveness(peer, entry, now);
+            snprintf(entry->reason, sizeof(entry->reason), "unreachable: %s", reason.message);
         }
         return SPIRT_OK;
     }
     entry->unreachable_since_ms = 0;
-    char *envelope = NULL;
-    size_t size = 0;
-    int got = store_get(peer, published_key, &envelope, &size, &peer_error);
-    if (got == SPIRT_OK) {
-        *bytes += size;
-        SpirtError reason;
-        int accepted = accept_publication(db, entry->member, round, (unsigned char *)envelope, size, param_count, &reason);
-        free(envelope);
-        if (accepted == SPIRT_OK) {
-            entry->state = PENDING_RECEIVED;
-        } else if (store_conn_status(db) != SPIRT_OK) {
-            /* Our own database failed: that is our error, not theirs. */
-            return spirt_error_set(error, reason.code, "%s", reason.message);
-        } else {
-            entry->state = PENDING_REJECTED;
-            snprintf(entry->reason, sizeof(entry->reason), "%s", reason.message);
-            log_warn("round %llu: rejected %s's publication: %s", (unsigned long long)round, entry->member->id,
-                     reason.message);
-        }
-        return SPIRT_OK;
+    if (outcome == OUTCOME_RECEIVED) {
+        entry->state = PENDING_RECEIVED;
+    } else if (outcome == OUTCOME_REJECTED) {
+        entry->state = PENDING_REJECTED;
+        snprintf(entry->reason, sizeof(entry->reason), "%s", reason.message);
+        log_warn("round %llu: rejected %s's publication: %s", (unsigned long long)round, entry->member->id,
+                 reason.message);
+    } else if (outcome == OUTCOME_NOT_YET) {
+        check_liveness(peer, entry, now);
     }
-    if (got == SPIRT_ERR_NOT_FOUND) check_liveness(peer, entry, now);
     return SPIRT_OK;
 }
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "spirt/rng.h"
+#include "test.h"
 
 int module_test_start(TestRedis *server, const char *const *module_arguments, const char *const *extra, int appendonly,
                       const char *dir) {
@@ -156,4 +157,23 @@ void module_test_random(float *values, size_t count, uint64_t seed, double scale
     SpirtRng rng;
     rng_init(&rng, seed);
     for (size_t i = 0; i < count; i++) values[i] = (float)(scale * rng_normal(&rng));
+}
+
+void module_test_expect_error(redisContext *context, int argc, const char **argv, const size_t *lengths,
+                              const char *code, const char *needle) {
+    redisReply *reply = module_test_command_argv(context, argc, argv, lengths);
+    int ok = module_test_is_error(reply, code) && (needle == NULL || strstr(reply->str, needle) != NULL);
+    CHECKF(ok, "%s %s ...: got '%s', expected %s%s%s", argv[0], argc > 1 ? argv[1] : "",
+           reply ? (reply->str ? reply->str : "(not an error)") : "(no reply)", code, needle ? " mentioning " : "",
+           needle ? needle : "");
+    if (reply) freeReplyObject(reply);
+    CHECKF(module_test_ping(context), "server stopped answering after %s", argv[0]);
+}
+
+void module_test_expect_errors(redisContext *context, const ModuleTestBadCase *cases, size_t count) {
+    for (size_t i = 0; i < count; i++) {
+        int argc = 0;
+        while (argc < 24 && cases[i].argv[argc]) argc++;
+        module_test_expect_error(context, argc, (const char **)cases[i].argv, NULL, cases[i].code, cases[i].needle);
+    }
 }
