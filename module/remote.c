@@ -146,15 +146,21 @@ static int send_all(SpirtRemote *remote, const char *bytes, size_t length, Spirt
 }
 
 int spirt_remote_send(SpirtRemote *remote, int argc, const char *const *argv, const size_t *lengths, SpirtError *error) {
-    char header[32];
-    int written = snprintf(header, sizeof(header), "*%d\r\n", argc);
-    int status = send_all(remote, header, (size_t)written, error);
-    for (int i = 0; i < argc && status == SPIRT_OK; i++) {
-        written = snprintf(header, sizeof(header), "$%zu\r\n", lengths[i]);
-        status = send_all(remote, header, (size_t)written, error);
-        if (status == SPIRT_OK) status = send_all(remote, argv[i], lengths[i], error);
-        if (status == SPIRT_OK) status = send_all(remote, "\r\n", 2, error);
+    /* One RESP array in one buffer, so a command is one send() (the
+     * commands here are small: AUTH, GETRANGE). */
+    size_t total = 16;
+    for (int i = 0; i < argc; i++) total += lengths[i] + 24;
+    char *buffer = RedisModule_Alloc(total);
+    size_t used = (size_t)snprintf(buffer, total, "*%d\r\n", argc);
+    for (int i = 0; i < argc; i++) {
+        used += (size_t)snprintf(buffer + used, total - used, "$%zu\r\n", lengths[i]);
+        memcpy(buffer + used, argv[i], lengths[i]);
+        used += lengths[i];
+        memcpy(buffer + used, "\r\n", 2);
+        used += 2;
     }
+    int status = send_all(remote, buffer, used, error);
+    RedisModule_Free(buffer);
     return status;
 }
 
@@ -194,7 +200,9 @@ int spirt_remote_read_exact(SpirtRemote *remote, void *out, size_t length, Spirt
     return SPIRT_OK;
 }
 
-int spirt_remote_read_line(SpirtRemote *remote, char *line, size_t size, SpirtError *error) {
+/* Reads one CRLF-ended line (without it) into line[size]; a longer line
+ * keeps its start. */
+static int read_line(SpirtRemote *remote, char *line, size_t size, SpirtError *error) {
     for (;;) {
         char *end = memchr(remote->buffer + remote->start, '\n', remote->end - remote->start);
         if (end) {
@@ -232,7 +240,7 @@ static void printable(char *text) {
 
 int spirt_remote_expect_ok(SpirtRemote *remote, const char *what, SpirtError *error) {
     char line[256];
-    int status = spirt_remote_read_line(remote, line, sizeof(line), error);
+    int status = read_line(remote, line, sizeof(line), error);
     if (status != SPIRT_OK) return status;
     printable(line);
     if (line[0] == '-') return spirt_error_set(error, SPIRT_ERR_AUTH, "%s refused %s: %s", remote->address, what, line + 1);
@@ -243,7 +251,7 @@ int spirt_remote_expect_ok(SpirtRemote *remote, const char *what, SpirtError *er
 
 int spirt_remote_read_bulk_length(SpirtRemote *remote, long long *length, SpirtError *error) {
     char line[256];
-    int status = spirt_remote_read_line(remote, line, sizeof(line), error);
+    int status = read_line(remote, line, sizeof(line), error);
     if (status != SPIRT_OK) return status;
     printable(line);
     if (line[0] == '-') return spirt_error_set(error, SPIRT_ERR_SERVER, "%s replied: %s", remote->address, line + 1);

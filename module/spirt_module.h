@@ -206,6 +206,12 @@ void *spirt_job_create(size_t size, void (*compute)(SpirtJob *job), int (*finish
  * the job is destroyed without finish(): nothing is written. */
 int spirt_job_submit(RedisModuleCtx *ctx, SpirtJob *job, size_t work_floats);
 
+/* 1 if the command's client may be blocked (not in MULTI, a script,
+ * loading or replication). spirt_job_submit runs a job inline otherwise;
+ * a command that must never run on the main thread (SPIRT.FETCH waits on
+ * the network) refuses instead. */
+int spirt_job_client_can_block(RedisModuleCtx *ctx);
+
 /* Adds jobs_running (submitted, not yet destroyed), jobs_inline_total and
  * jobs_threaded_total to the module's INFO section. */
 void spirt_jobs_info(RedisModuleInfoCtx *ctx);
@@ -238,13 +244,6 @@ int spirt_remote_expect_ok(SpirtRemote *remote, const char *what, SpirtError *er
 int spirt_remote_read_bulk_length(SpirtRemote *remote, long long *length, SpirtError *error);
 /* Reads exactly `length` bytes of the reply into `out`. */
 int spirt_remote_read_exact(SpirtRemote *remote, void *out, size_t length, SpirtError *error);
-/* Reads one CRLF-ended line (without it) into line[size]. */
-int spirt_remote_read_line(SpirtRemote *remote, char *line, size_t size, SpirtError *error);
-
-/* 1 if the command's client may be blocked (not in MULTI, a script,
- * loading or replication): commands that must not run on the main thread
- * (SPIRT.FETCH waits on the network) refuse otherwise. */
-int spirt_job_client_can_block(RedisModuleCtx *ctx);
 
 /* --- Commands ------------------------------------------------------------ */
 
