@@ -43,6 +43,8 @@ typedef struct Pending {
     uint64_t missed_before;      /* exchanges it missed in a row before this round */
     int silent;                  /* missed_before reached silent_after_rounds */
     int missed;                  /* it missed this one too (deadline or silent wait) */
+    int fetch_in_database;       /* our database reads its payloads (SPIRT.FETCH) at `target` */
+    FnFetchTarget target;
 } Pending;
 
 /* --- Silence records: "round streak before" per peer in spirt:silence --- */
@@ -103,6 +105,12 @@ static int write_silence(StoreConn *db, const Pending *pending, size_t count, ui
     return status;
 }
 
+/* The refusal of a publication of `values` values for a model of
+ * `param_count`, in the same words on both ways of reading. */
+static int refuse_size(size_t values, size_t param_count, SpirtError *error) {
+    return spirt_error_set(error, SPIRT_ERR_SHAPE, "%zu values, the model has %zu", values, param_count);
+}
+
 /* Checks one publication and stores it; returns SPIRT_OK or the reason it
  * was refused (in error). */
 static int accept_publication(StoreConn *db, const Member *member, uint64_t round, const unsigned char *envelope,
@@ -119,7 +127,7 @@ static int accept_publication(StoreConn *db, const Member *member, uint64_t roun
     if (vector == NULL) return error->code;
     size_t bad = 0;
     if (vector->count != param_count)
-        status = spirt_error_set(error, SPIRT_ERR_SHAPE, "%zu values, the model has %zu", vector->count, param_count);
+        status = refuse_size(vector->count, param_count, error);
     else if (!tensor_all_finite(vector->data, vector->count, &bad))
         status = spirt_error_set(error, SPIRT_ERR_NONFINITE, "value %zu is not finite", bad);
     if (status == SPIRT_OK) {
@@ -151,100 +159,86 @@ typedef enum Outcome {
     OUTCOME_TRY_AGAIN    /* a passing failure that tells nothing */
 } Outcome;
 
-/* The in-database path: read the publication's signed head and signature
- * from the peer (a few hundred bytes), check them, and have our database
- * fetch the payload itself and check it against the digest the head signs
- * (SPIRT.FETCH). On OUTCOME_REJECTED or _UNREACHABLE, `reason` says why;
- * a failure of our own database is returned as an error. */
-static int fetch_publication(StoreConn *db, StoreConn *peer, const FnFetchTarget *target, const Member *member,
-                             uint64_t round, const char *published_key, size_t param_count, double seconds_left,
-                             Outcome *outcome, uint64_t *bytes, SpirtError *reason, SpirtError *error) {
-    char last_head_byte[24];
+/* The in-database path, first half: the publication's length, signed head
+ * and signature from the peer (a few hundred bytes, one round trip),
+ * checked. OUTCOME_RECEIVED here means "the head is authentic and names a
+ * payload of the model's size": *head and *envelope_size are set. */
+static Outcome read_signed_head(StoreConn *peer, const Member *member, uint64_t round, const char *published_key,
+                                size_t param_count, EnvelopeHead *head, size_t *envelope_size, SpirtError *reason) {
+    char last_head_byte[24], signature_start[24];
     snprintf(last_head_byte, sizeof(last_head_byte), "%d", ENVELOPE_HEAD_MAX - 1);
-    char signature_start[24];
     snprintf(signature_start, sizeof(signature_start), "%d", -ENVELOPE_SIGNATURE_BYTES);
-    StoreReply *length_reply = NULL, *head_reply = NULL, *signature_reply = NULL;
-    int result = SPIRT_OK; /* fails only when our own database does */
+    StoreReply *length = NULL, *head_bytes = NULL, *signature = NULL;
     int status = store_append(peer, reason, "STRLEN %s", published_key);
     if (status == SPIRT_OK) status = store_append(peer, reason, "GETRANGE %s 0 %s", published_key, last_head_byte);
     if (status == SPIRT_OK) status = store_append(peer, reason, "GETRANGE %s %s -1", published_key, signature_start);
-    if (status == SPIRT_OK) status = store_get_reply(peer, &length_reply, reason);
-    if (status == SPIRT_OK) status = store_get_reply(peer, &head_reply, reason);
-    if (status == SPIRT_OK) status = store_get_reply(peer, &signature_reply, reason);
-    *outcome = OUTCOME_UNREACHABLE;
-    if (status == SPIRT_OK) {
-        if (length_reply->type != STORE_REPLY_INTEGER || head_reply->type != STORE_REPLY_STRING ||
-            signature_reply->type != STORE_REPLY_STRING) {
-            *outcome = OUTCOME_REJECTED;
-            spirt_error_set(reason, SPIRT_ERR_FORMAT, "the publication is not a string");
-        } else if (length_reply->integer == 0) {
-            *outcome = OUTCOME_NOT_YET;
-        } else if (signature_reply->len != ENVELOPE_SIGNATURE_BYTES) {
-            *outcome = OUTCOME_REJECTED;
-            spirt_error_set(reason, SPIRT_ERR_FORMAT, "envelope too short (%lld bytes)", length_reply->integer);
-        } else {
-            *outcome = OUTCOME_REJECTED;
-            Identity sender;
-            EnvelopeHead head;
-            size_t envelope_size = (size_t)length_reply->integer;
-            size_t expected_payload = SPIRT_TENSOR_FILE_HEADER_SIZE + param_count * sizeof(float);
-            if (identity_from_public_hex(&sender, member->id, member->public_key, reason) == SPIRT_OK &&
-                envelope_check_head((const unsigned char *)head_reply->str, head_reply->len,
-                                    (const unsigned char *)signature_reply->str, envelope_size, &sender,
-                                    ENVELOPE_KIND_ROUND_AVERAGE, round, &head, reason) == SPIRT_OK) {
-                if (head.payload_size != expected_payload) {
-                    /* In the words of the client path (accept_publication). */
-                    size_t header = SPIRT_TENSOR_FILE_HEADER_SIZE;
-                    if (head.payload_size > header && (head.payload_size - header) % sizeof(float) == 0)
-                        spirt_error_set(reason, SPIRT_ERR_SHAPE, "%zu values, the model has %zu",
-                                        (head.payload_size - header) / sizeof(float), param_count);
-                    else
-                        spirt_error_set(reason, SPIRT_ERR_FORMAT, "a payload of %zu bytes is no tensor of %zu values",
-                                        head.payload_size, param_count);
-                } else {
-                    *outcome = OUTCOME_RECEIVED;
-                    *bytes += envelope_size;
-                }
-            }
-            if (*outcome == OUTCOME_RECEIVED) {
-                char key[KEY_MAX], offset[24], size[24], hex[SPIRT_DIGEST_HEX_BYTES + 1], timeout[24];
-                key_round_received(key, round, member->id);
-                snprintf(offset, sizeof(offset), "%zu", head.payload_offset);
-                snprintf(size, sizeof(size), "%zu", head.payload_size);
-                digest_to_hex(head.payload_digest, hex);
-                double timeout_ms = seconds_left * 1000.0;
-                snprintf(timeout, sizeof(timeout), "%d", timeout_ms < 1000 ? 1000 : timeout_ms > 10000 ? 10000 : (int)timeout_ms);
-                const char *argv[16] = {"SPIRT.FETCH", key,    "ADDRESS", target->address, "KEY", published_key,
-                                        "RANGE",       offset, size,      "DIGEST",        hex,   "TIMEOUT",
-                                        timeout};
-                size_t argc = 13;
-                if (target->has_password) {
-                    if (target->username[0]) argv[argc++] = "USER", argv[argc++] = target->username;
-                    argv[argc++] = "PASSWORD", argv[argc++] = target->password;
-                }
-                int fetched = store_command_argv(db, argc, argv, NULL, NULL, reason);
-                if (fetched != SPIRT_OK) {
-                    if (store_conn_status(db) != SPIRT_OK) {
-                        result = spirt_error_set(error, reason->code, "%s", reason->message);
-                    } else {
-                        /* The network or the peer's server failed on the way
-                         * (IO, TIMEOUT, REMOTE): try again at the next poll,
-                         * as for a peer we cannot reach. Anything else is
-                         * about the bytes: refused. */
-                        const char *message = reason->message;
-                        int transient = strncmp(message, "IO ", 3) == 0 || strncmp(message, "TIMEOUT ", 8) == 0 ||
-                                        strncmp(message, "REMOTE ", 7) == 0;
-                        *outcome = transient ? OUTCOME_UNREACHABLE : OUTCOME_REJECTED;
-                        *bytes -= envelope_size;
-                    }
-                }
-            }
-        }
+    if (status == SPIRT_OK) status = store_get_reply(peer, &length, reason);
+    if (status == SPIRT_OK) status = store_get_reply(peer, &head_bytes, reason);
+    if (status == SPIRT_OK) status = store_get_reply(peer, &signature, reason);
+    Outcome outcome = OUTCOME_REJECTED;
+    Identity sender;
+    if (status != SPIRT_OK) {
+        outcome = OUTCOME_UNREACHABLE;
+    } else if (length->type != STORE_REPLY_INTEGER || head_bytes->type != STORE_REPLY_STRING ||
+               signature->type != STORE_REPLY_STRING) {
+        spirt_error_set(reason, SPIRT_ERR_FORMAT, "the publication is not a string");
+    } else if (length->integer == 0) {
+        outcome = OUTCOME_NOT_YET;
+    } else if (signature->len != ENVELOPE_SIGNATURE_BYTES) {
+        spirt_error_set(reason, SPIRT_ERR_FORMAT, "envelope too short (%lld bytes)", length->integer);
+    } else if (identity_from_public_hex(&sender, member->id, member->public_key, reason) == SPIRT_OK &&
+               envelope_check_head((const unsigned char *)head_bytes->str, head_bytes->len,
+                                   (const unsigned char *)signature->str, (size_t)length->integer, &sender,
+                                   ENVELOPE_KIND_ROUND_AVERAGE, round, head, reason) == SPIRT_OK) {
+        size_t header = SPIRT_TENSOR_FILE_HEADER_SIZE;
+        if (head->payload_size <= header || (head->payload_size - header) % sizeof(float) != 0)
+            spirt_error_set(reason, SPIRT_ERR_FORMAT, "a payload of %zu bytes is no tensor of %zu values",
+                            head->payload_size, param_count);
+        else if ((head->payload_size - header) / sizeof(float) != param_count)
+            refuse_size((head->payload_size - header) / sizeof(float), param_count, reason);
+        else
+            outcome = OUTCOME_RECEIVED;
+        *envelope_size = (size_t)length->integer;
     }
-    store_reply_free(length_reply);
-    store_reply_free(head_reply);
-    store_reply_free(signature_reply);
-    return result;
+    store_reply_free(length);
+    store_reply_free(head_bytes);
+    store_reply_free(signature);
+    return outcome;
+}
+
+/* The in-database path, second half: our own database fetches the payload
+ * the head vouches for and checks it against the signed digest
+ * (SPIRT.FETCH). Sets *outcome; a failure of our own database is returned
+ * as an error. */
+static int fetch_payload(StoreConn *db, const FnFetchTarget *target, const Member *member, uint64_t round,
+                         const char *published_key, const EnvelopeHead *head, double seconds_left, Outcome *outcome,
+                         SpirtError *reason, SpirtError *error) {
+    char key[KEY_MAX], offset[24], size[24], hex[SPIRT_DIGEST_HEX_BYTES + 1], timeout[24];
+    key_round_received(key, round, member->id);
+    snprintf(offset, sizeof(offset), "%zu", head->payload_offset);
+    snprintf(size, sizeof(size), "%zu", head->payload_size);
+    digest_to_hex(head->payload_digest, hex);
+    double timeout_ms = seconds_left * 1000.0;
+    snprintf(timeout, sizeof(timeout), "%d", timeout_ms < 1000 ? 1000 : timeout_ms > 10000 ? 10000 : (int)timeout_ms);
+    const char *argv[17] = {"SPIRT.FETCH", key,  "ADDRESS", target->address, "KEY",    published_key,
+                            "RANGE",       offset, size,    "DIGEST",        hex,      "TIMEOUT",
+                            timeout};
+    size_t argc = 13;
+    if (target->has_password) {
+        if (target->username[0]) argv[argc++] = "USER", argv[argc++] = target->username;
+        argv[argc++] = "PASSWORD", argv[argc++] = target->password;
+    }
+    *outcome = OUTCOME_RECEIVED;
+    if (store_command_argv(db, argc, argv, NULL, NULL, reason) == SPIRT_OK) return SPIRT_OK;
+    if (store_conn_status(db) != SPIRT_OK) return spirt_error_set(error, reason->code, "%s", reason->message);
+    /* The network or the peer's server failed on the way (IO, TIMEOUT,
+     * REMOTE): try again at the next poll, as for a peer we cannot reach.
+     * Anything else is about the bytes: refused. */
+    const char *message = reason->message;
+    int transient = strncmp(message, "IO ", 3) == 0 || strncmp(message, "TIMEOUT ", 8) == 0 ||
+                    strncmp(message, "REMOTE ", 7) == 0;
+    *outcome = transient ? OUTCOME_UNREACHABLE : OUTCOME_REJECTED;
+    return SPIRT_OK;
 }
 
 /* The client path: the whole envelope into the function, checked there
@@ -278,12 +272,17 @@ static int poll_peer(FnContext *context, StoreConn *db, Pending *entry, const Ru
     spirt_error_clear(&reason);
     Outcome outcome = OUTCOME_UNREACHABLE;
     int status = SPIRT_OK;
-    FnFetchTarget target;
     StoreConn *peer = fn_connect_probe(context, entry->member->address, 1000, &reason);
-    if (peer && config->exchange_in_database && fn_fetch_target(context, entry->member->address, &target))
-        status = fetch_publication(db, peer, &target, entry->member, round, published_key, param_count,
-                                   (deadline_ms - now) / 1000.0, &outcome, bytes, &reason, error);
-    else if (peer)
+    if (peer && entry->fetch_in_database) {
+        EnvelopeHead head;
+        size_t envelope_size = 0;
+        outcome = read_signed_head(peer, entry->member, round, published_key, param_count, &head, &envelope_size,
+                                   &reason);
+        if (outcome == OUTCOME_RECEIVED)
+            status = fetch_payload(db, &entry->target, entry->member, round, published_key, &head,
+                                   (deadline_ms - now) / 1000.0, &outcome, &reason, error);
+        if (outcome == OUTCOME_RECEIVED) *bytes += envelope_size;
+    } else if (peer)
         status = read_envelope(db, peer, entry->member, round, published_key, param_count, &outcome, bytes, &reason,
                                error);
     if (status != SPIRT_OK) return status;
@@ -351,6 +350,8 @@ int fn_exchange(FnContext *context, const json_t *event, json_t **result, SpirtE
         const Member *member = &membership->members[i];
         if (strcmp(member->id, parsed.peer_id) == 0) continue;
         pending[count].member = member;
+        pending[count].fetch_in_database =
+            config->exchange_in_database && fn_fetch_target(context, member->address, &pending[count].target);
         if (member->status == MEMBER_DEAD) {
             pending[count].state = PENDING_MISSING;
             snprintf(pending[count].reason, sizeof(pending[count].reason), "dead");
