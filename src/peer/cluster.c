@@ -50,24 +50,16 @@ int cluster_plan_cpu_groups(Cluster *cluster, int groups, SpirtError *error) {
     CPU_ZERO(&allowed);
     if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0)
         return spirt_error_set(error, SPIRT_ERR_IO, "sched_getaffinity: %s", strerror(errno));
-    for (int g = 0; g < groups; g++) CPU_ZERO(&cluster->cpu_groups[g]);
-    int count = 0;
+    int cpus[CPU_SETSIZE], count = 0;
     for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
-        if (CPU_ISSET(cpu, &allowed)) {
-            /* With fewer CPUs than groups the first CPUs are dealt again
-             * below, so every group gets one. */
-            CPU_SET(cpu, &cluster->cpu_groups[count % groups]);
-            count++;
-        }
+        if (CPU_ISSET(cpu, &allowed)) cpus[count++] = cpu;
     if (count == 0) return spirt_error_set(error, SPIRT_ERR_IO, "sched_getaffinity gave no CPU");
-    for (int g = count; g < groups; g++) {
-        int nth = g % count, seen = 0;
-        for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
-            if (CPU_ISSET(cpu, &allowed) && seen++ == nth) {
-                CPU_SET(cpu, &cluster->cpu_groups[g]);
-                break;
-            }
-    }
+    /* Deal the CPUs round robin until every CPU and every group has had a
+     * turn: CPU j to group j mod groups, and with fewer CPUs than groups
+     * the CPUs again from the first. */
+    for (int g = 0; g < groups; g++) CPU_ZERO(&cluster->cpu_groups[g]);
+    for (int turn = 0; turn < (count > groups ? count : groups); turn++)
+        CPU_SET(cpus[turn % count], &cluster->cpu_groups[turn % groups]);
     cluster->cpu_group_count = groups;
     return SPIRT_OK;
 }
