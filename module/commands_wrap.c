@@ -39,24 +39,22 @@ typedef struct WrapJob {
     SpirtJob base;
     SpirtTensor *tensor;          /* a reference to the source */
     unsigned char digest[SPIRT_DIGEST_BYTES];
-    int store;                    /* TWRAP */
-    int check;                    /* TWRAP with DIGEST */
+    int check;                    /* TWRAP with DIGEST, still to hash */
     int mismatch;                 /* ... and the digest differed */
     unsigned char expected[SPIRT_DIGEST_BYTES];
-    RedisModuleString *destination; /* TWRAP: retained names and bytes */
+    RedisModuleString *destination; /* TWRAP (NULL: TDIGEST): retained names and bytes */
     RedisModuleString *prefix, *suffix;
 } WrapJob;
 
 static void wrap_compute(SpirtJob *base) {
     WrapJob *job = (WrapJob *)base;
-    if (job->store && !job->check) return; /* TWRAP without DIGEST, or one TDIGEST computed */
+    if (job->destination && !job->check) return; /* TWRAP without DIGEST, or one TDIGEST computed */
     encoding_digest(job->tensor, job->digest);
     job->mismatch = job->check && memcmp(job->digest, job->expected, SPIRT_DIGEST_BYTES) != 0;
 }
 
 static int reply_digest(RedisModuleCtx *ctx, const WrapJob *job) {
     /* Remembered for TWRAP: the tensor never changes. */
-    _Static_assert(sizeof(job->tensor->encoding_digest) == SPIRT_DIGEST_BYTES, "digest size");
     memcpy(job->tensor->encoding_digest, job->digest, SPIRT_DIGEST_BYTES);
     job->tensor->encoding_digest_known = 1;
     char hex[SPIRT_DIGEST_HEX_BYTES + 1];
@@ -109,7 +107,7 @@ static int wrap_finish(RedisModuleCtx *ctx, SpirtJob *base) {
     if (job->mismatch)
         return spirt_reply_error(ctx, "CONFLICT",
                                  "the source's encoding does not have the DIGEST given (replaced?); nothing was written");
-    return job->store ? store_wrapped(ctx, job) : reply_digest(ctx, job);
+    return job->destination ? store_wrapped(ctx, job) : reply_digest(ctx, job);
 }
 
 static void wrap_destroy(SpirtJob *base) {
@@ -167,7 +165,6 @@ int spirt_command_twrap(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     if (spirt_key_tensor_or_reply(ctx, argv[2], "source", &tensor) != REDISMODULE_OK) return REDISMODULE_OK;
     WrapJob *job = spirt_job_create(sizeof(*job), wrap_compute, wrap_finish, wrap_destroy);
     job->tensor = spirt_tensor_retain(tensor);
-    job->store = 1;
     job->check = check;
     memcpy(job->expected, expected, sizeof(expected));
     job->destination = argv[1];

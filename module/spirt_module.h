@@ -29,6 +29,7 @@
 #include <stddef.h>
 
 #include "redismodule.h"
+#include "spirt/digest.h" /* SPIRT_DIGEST_BYTES */
 #include "spirt/error.h"  /* SpirtError */
 #include "spirt/tensor.h" /* TensorShape, SPIRT_TENSOR_* */
 
@@ -76,7 +77,7 @@ typedef struct SpirtTensor {
     /* The BLAKE3 of its encoding once SPIRT.TDIGEST computed it, so that
      * SPIRT.TWRAP ... DIGEST need not hash again. Main thread only. */
     int encoding_digest_known;
-    unsigned char encoding_digest[32];
+    unsigned char encoding_digest[SPIRT_DIGEST_BYTES];
 } SpirtTensor;
 
 /* The registered data type (set by spirt_tensor_type_register). */
