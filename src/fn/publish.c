@@ -138,6 +138,12 @@ static int publish_in_database(StoreConn *db, const Identity *identity, uint64_t
     return SPIRT_OK;
 }
 
+/* The function's result: {"bytes", "attack": null or the attack's name}. */
+static json_t *publish_result(size_t envelope_size, const AttackConfig *attack) {
+    return json_pack("{s:I, s:o}", "bytes", (json_int_t)envelope_size, "attack",
+                     attack->kind != ATTACK_NONE ? json_string(attack_kind_name(attack->kind)) : json_null());
+}
+
 int fn_publish(FnContext *context, const json_t *event, json_t **result, SpirtError *error) {
     FnEvent parsed;
     StoreConn *db;
@@ -158,12 +164,11 @@ int fn_publish(FnContext *context, const json_t *event, json_t **result, SpirtEr
         return SPIRT_OK;
     }
     int crafted = attack->kind != ATTACK_NONE && !attack_poisons_labels(attack);
-    if (!crafted && !attack_publishes_garbage(attack)) {
+    if (!crafted) {
         /* Honest (a label flipper's poison is already in its gradients). */
         size_t envelope_size = 0;
         if ((status = publish_in_database(db, identity, parsed.round, &envelope_size, error)) != SPIRT_OK) return status;
-        *result = json_pack("{s:I, s:o}", "bytes", (json_int_t)envelope_size, "attack",
-                            attack->kind != ATTACK_NONE ? json_string(attack_kind_name(attack->kind)) : json_null());
+        *result = publish_result(envelope_size, attack);
         return SPIRT_OK;
     }
 
@@ -226,7 +231,6 @@ int fn_publish(FnContext *context, const json_t *event, json_t **result, SpirtEr
     if (published != average) tensor_free(published);
     tensor_free(average);
     if (status != SPIRT_OK) return status;
-    *result = json_pack("{s:I, s:o}", "bytes", (json_int_t)envelope_size, "attack",
-                        attack->kind != ATTACK_NONE ? json_string(attack_kind_name(attack->kind)) : json_null());
+    *result = publish_result(envelope_size, attack);
     return SPIRT_OK;
 }
