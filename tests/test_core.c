@@ -1,9 +1,14 @@
 /* test_core.c -- errors, RNG, tensors and their file format, parallel_for. */
+#define _GNU_SOURCE /* cpu_set_t, sched_getcpu */
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "spirt/clock.h"
 #include "spirt/error.h"
 #include "spirt/parallel.h"
 #include "spirt/rng.h"
@@ -242,6 +247,77 @@ static void test_parallel_for(void) {
     }
 }
 
+/* --- Where parallel_for's helpers run ---------------------------------- */
+
+typedef struct Placement {
+    int cpu[2];         /* sched_getcpu() at the start of each range */
+    cpu_set_t mask[2];  /* and that thread's affinity */
+    cpu_set_t *confine; /* the calling thread's affinity, if set */
+} Placement;
+
+/* Each range notes where it runs, then keeps its CPU busy for 2 ms, as a
+ * kernel does: long enough for two threads on one CPU to stay there. */
+static void note_placement(void *context, size_t begin, size_t end) {
+    (void)end;
+    Placement *placement = context;
+    placement->cpu[begin] = sched_getcpu();
+    (void)sched_getaffinity(0, sizeof(cpu_set_t), &placement->mask[begin]);
+    double until = clock_monotonic_ms() + 2.0;
+    while (clock_monotonic_ms() < until) {
+    }
+}
+
+/* A module job: a freshly started thread that calls parallel_for. */
+static void *placement_job(void *argument) {
+    Placement *placement = argument;
+    if (placement->confine) (void)sched_setaffinity(0, sizeof(cpu_set_t), placement->confine);
+    parallel_for(2, 1, 2, note_placement, placement);
+    return NULL;
+}
+
+static int run_placement_job(Placement *placement) {
+    pthread_t job;
+    if (pthread_create(&job, NULL, placement_job, placement) != 0) return 0;
+    pthread_join(job, NULL);
+    return 1;
+}
+
+static void test_parallel_placement(void) {
+    test_begin("parallel_for starts its helpers on other CPUs, without pinning them");
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0 || CPU_COUNT(&allowed) < 2) {
+        printf("  (skipped: fewer than 2 CPUs to place threads on)\n");
+        return;
+    }
+    /* Left to Linux, the helper of a thread that has just started often
+     * shares its creator's CPU (30 of 40 runs here before the fix). */
+    int runs = 20, apart = 0, widened = 0;
+    for (int run = 0; run < runs; run++) {
+        Placement placement = {.cpu = {-1, -1}};
+        struct timespec idle = {0, 5000000}; /* jobs come after a pause, as commands do */
+        nanosleep(&idle, NULL);
+        if (!CHECK(run_placement_job(&placement))) return;
+        apart += placement.cpu[0] >= 0 && placement.cpu[0] != placement.cpu[1];
+        widened += CPU_EQUAL(&placement.mask[1], &allowed);
+    }
+    CHECKF(apart >= runs - 3, "the two ranges ran on different CPUs in only %d of %d runs", apart, runs);
+    CHECKF(widened == runs, "the helper could use every allowed CPU in only %d of %d runs", widened, runs);
+
+    /* A caller confined to one CPU (a peer's share under --placement) keeps
+     * its helpers there too. */
+    int only = -1;
+    for (int cpu = CPU_SETSIZE - 1; cpu >= 0; cpu--)
+        if (CPU_ISSET(cpu, &allowed)) only = cpu;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(only, &one);
+    Placement confined = {.cpu = {-1, -1}, .confine = &one};
+    CHECK(run_placement_job(&confined));
+    CHECKF(confined.cpu[0] == only && confined.cpu[1] == only, "ran on CPUs %d and %d, confined to %d",
+           confined.cpu[0], confined.cpu[1], only);
+    CHECK(CPU_EQUAL(&confined.mask[1], &one));
+}
+
 int main(void) {
     test_errors();
     test_rng();
@@ -249,5 +325,6 @@ int main(void) {
     test_finite_and_digest();
     test_tensor_files();
     test_parallel_for();
+    test_parallel_placement();
     return test_finish();
 }
