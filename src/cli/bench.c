@@ -12,6 +12,7 @@
 
 #include "cli/self.h"
 #include "spirt/clock.h"
+#include "spirt/parallel.h"
 
 struct BenchReport {
     json_t *object; /* {"bench": name, "rows": [...], ...} */
@@ -130,6 +131,48 @@ double bench_median(double *values, size_t count) {
     if (count == 0) return 0.0;
     qsort(values, count, sizeof(double), compare_doubles);
     return count % 2 ? values[count / 2] : 0.5 * (values[count / 2 - 1] + values[count / 2]);
+}
+
+/* --- Memory bandwidth probe --------------------------------------------------- */
+
+typedef float ProbeVector __attribute__((vector_size(64)));
+
+typedef struct Probe {
+    const float *data;
+    size_t count;
+    int threads;
+    float sums[64]; /* kept so the reads are not optimised away */
+} Probe;
+
+static void probe_range(void *argument, size_t begin, size_t end) {
+    Probe *probe = argument;
+    ProbeVector a = {0}, b = {0}, c = {0}, d = {0};
+    for (size_t i = begin; i + 64 <= end; i += 64) {
+        ProbeVector x0, x1, x2, x3;
+        memcpy(&x0, probe->data + i, 64);
+        memcpy(&x1, probe->data + i + 16, 64);
+        memcpy(&x2, probe->data + i + 32, 64);
+        memcpy(&x3, probe->data + i + 48, 64);
+        a += x0, b += x1, c += x2, d += x3;
+    }
+    ProbeVector s = a + b + c + d;
+    probe->sums[(begin / 4096) % 64] = s[0] + s[15];
+}
+
+static void probe_run(void *argument) {
+    Probe *probe = argument;
+    parallel_for(probe->count, 4096, probe->threads, probe_range, probe);
+}
+
+double bench_memory_bandwidth(int threads, int repeats) {
+    size_t count = (size_t)128 << 20;
+    float *data = aligned_alloc(64, count * sizeof(float));
+    if (data == NULL) return 0.0;
+    for (size_t i = 0; i < count; i++) data[i] = (float)(i & 1023);
+    Probe probe = {data, count, threads, {0}};
+    double ms = bench_median_ms(probe_run, &probe, 1, repeats);
+    free(data);
+    return (double)count * sizeof(float) / (ms * 1e6);
 }
 
 double bench_median_ms(void (*run)(void *context), void *context, int warmup, int repeats) {

@@ -49,6 +49,11 @@ double bench_median_ms(void (*run)(void *context), void *context, int warmup, in
 /* Median of values[0..count) (reorders them). */
 double bench_median(double *values, size_t count);
 
+/* What the machine streams from memory: GB/s of a read-only pass over 512
+ * MiB on `threads` threads, the median of `repeats` after one warm-up; 0 if
+ * it cannot allocate. The figure a memory-bound kernel is compared with. */
+double bench_memory_bandwidth(int threads, int repeats);
+
 /* Runs `/usr/bin/python3 script args...` (script relative to the source tree's
  * bench/ folder), waits for it, and parses its stdout as one JSON object.
  * NULL with an error if python3, the script or its modules are missing

@@ -43,49 +43,6 @@
 #include "spirt/parallel.h"
 #include "spirt/rng.h"
 
-typedef float ProbeVector __attribute__((vector_size(64)));
-
-/* --- Bandwidth probe ------------------------------------------------------- */
-
-typedef struct Probe {
-    const float *data;
-    size_t count;
-    int threads;
-    float sums[64]; /* kept so the reads are not optimised away */
-} Probe;
-
-static void probe_range(void *argument, size_t begin, size_t end) {
-    Probe *probe = argument;
-    ProbeVector a = {0}, b = {0}, c = {0}, d = {0};
-    for (size_t i = begin; i + 64 <= end; i += 64) {
-        ProbeVector x0, x1, x2, x3;
-        memcpy(&x0, probe->data + i, 64);
-        memcpy(&x1, probe->data + i + 16, 64);
-        memcpy(&x2, probe->data + i + 32, 64);
-        memcpy(&x3, probe->data + i + 48, 64);
-        a += x0, b += x1, c += x2, d += x3;
-    }
-    ProbeVector s = a + b + c + d;
-    probe->sums[(begin / 4096) % 64] = s[0] + s[15];
-}
-
-static void probe_run(void *argument) {
-    Probe *probe = argument;
-    parallel_for(probe->count, 4096, probe->threads, probe_range, probe);
-}
-
-/* GB/s of a read-only pass over 512 MiB; 0 if it cannot allocate. */
-static double measure_bandwidth(int threads, int repeats) {
-    size_t count = (size_t)128 << 20;
-    float *data = aligned_alloc(64, count * sizeof(float));
-    if (data == NULL) return 0.0;
-    for (size_t i = 0; i < count; i++) data[i] = (float)(i & 1023);
-    Probe probe = {data, count, threads, {0}};
-    double ms = bench_median_ms(probe_run, &probe, 1, repeats);
-    free(data);
-    return (double)count * sizeof(float) / (ms * 1e6);
-}
-
 /* --- Timing agg_run ---------------------------------------------------------- */
 
 typedef struct AggCall {
@@ -310,7 +267,7 @@ int bench_agg(int argc, char **argv) {
 
     BenchReport *report = bench_report_create("agg");
     bench_report_note_load(report, "at start");
-    double bandwidth_start = measure_bandwidth(threads, 5);
+    double bandwidth_start = bench_memory_bandwidth(threads, 5);
     bench_report_set(report, "threads", json_integer(threads));
     openblas_set_num_threads(1); /* only the Gram comparison below calls BLAS */
 
@@ -398,7 +355,7 @@ int bench_agg(int argc, char **argv) {
             free(data), free(out), free(inputs);
         }
 
-    double bandwidth_end = measure_bandwidth(threads, 5);
+    double bandwidth_end = bench_memory_bandwidth(threads, 5);
     double bandwidth = bandwidth_start > bandwidth_end ? bandwidth_start : bandwidth_end;
     for (int k = 0; k < 4 && bandwidth > 0; k++) {
         if (mean_rows[k] == NULL) continue;

@@ -28,7 +28,18 @@
  *
  * Before timing, (a), (a') and (b) are run once from the same parameters and
  * their results compared bit for bit: all use the project's one
- * implementation of each kernel, so they must agree exactly. */
+ * implementation of each kernel, so they must agree exactly.
+ *
+ * The in-database paths are memory-bound, so the run also measures what the
+ * machine streams from memory (bench_memory_bandwidth, at the start and the
+ * end; the higher counts) and sets each row's rate against it: (a') must
+ * read the B gradients and the parameters and write the average and the new
+ * parameters, (B + 3) * 4 bytes per parameter ((a): B + 4, the average is
+ * read back). `avgupdate_gb_s` is that over (a')'s time, and
+ * `avgupdate_reduction_at_bandwidth` the reduction (a') would reach if it
+ * moved those bytes at the probe's rate: the most a pass whose inputs come
+ * from memory can reach against this client, however good its kernel. Inputs
+ * still in cache from the previous run can do better. */
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <stdint.h>
@@ -403,6 +414,27 @@ static void add_path(json_t *row, const char *prefix, double ms, double server_m
     json_object_set_new(row, key, lua_ms >= 0 ? json_real(lua_ms / ms) : json_null());
 }
 
+/* Bytes a path must move per step (see the top of the file). */
+static double path_bytes(size_t params, int batches, int fused) {
+    return (double)params * sizeof(float) * (batches + (fused ? 3 : 4));
+}
+
+/* The rates of a row set against the machine's bandwidth (GB/s); returns the
+ * row's avgupdate_reduction_at_bandwidth. */
+static double add_bandwidth(json_t *row, double bandwidth) {
+    size_t params = (size_t)json_integer_value(json_object_get(row, "params"));
+    int batches = (int)json_integer_value(json_object_get(row, "batches"));
+    double pair_bytes = path_bytes(params, batches, 0), fused_bytes = path_bytes(params, batches, 1);
+    double pair_ms = json_real_value(json_object_get(row, "indb_ms"));
+    double fused_ms = json_real_value(json_object_get(row, "avgupdate_ms"));
+    double client_ms = json_real_value(json_object_get(row, "client_ms"));
+    json_object_set_new(row, "indb_gb_s", json_real(pair_bytes / (pair_ms * 1e6)));
+    json_object_set_new(row, "avgupdate_gb_s", json_real(fused_bytes / (fused_ms * 1e6)));
+    double bound = 1.0 - fused_bytes / (bandwidth * 1e6) / client_ms;
+    json_object_set_new(row, "avgupdate_reduction_at_bandwidth", json_real(bound));
+    return bound;
+}
+
 /* The acceptance criterion over the rows of >= 1M parameters, per path. */
 typedef struct Acceptance {
     int met;
@@ -510,6 +542,9 @@ int bench_indb(int argc, char **argv) {
 
     BenchReport *report = bench_report_create("indb");
     bench_report_note_load(report, "at start");
+    double bandwidth_start = bench_memory_bandwidth(threads, 5);
+    json_t *rows[MAX_CASES * MAX_CASES];
+    int row_count = 0;
     SpirtRng rng;
     rng_init(&rng, 20230914);
     /* Time per value of the last Lua case, to estimate the next (it grows
@@ -557,6 +592,7 @@ int bench_indb(int argc, char **argv) {
                 break;
             }
             json_t *row = bench_report_add_row(report);
+            rows[row_count++] = row;
             json_object_set_new(row, "params", json_integer((json_int_t)bench.params));
             json_object_set_new(row, "batches", json_integer(bench.batches));
             json_object_set_new(row, "client_ms", json_real(client_ms));
@@ -585,6 +621,29 @@ int bench_indb(int argc, char **argv) {
             note_acceptance(report, "(a) AVG + UPDATE", &pair_acceptance);
             note_acceptance(report, "(a') AVGUPDATE", &fused_acceptance);
         }
+        double bandwidth_end = bench_memory_bandwidth(threads, 5);
+        double bandwidth = bandwidth_start > bandwidth_end ? bandwidth_start : bandwidth_end;
+        bench_report_note(report,
+                          "bandwidth probe: %.1f GB/s at the start, %.1f at the end, reading 512 MiB with %d threads",
+                          bandwidth_start, bandwidth_end, threads);
+        if (bandwidth > 0) {
+            bench_report_set(report, "bandwidth_gb_s", json_real(bandwidth));
+            double least_bound = 2.0;
+            json_t *least = NULL;
+            for (int r = 0; r < row_count; r++) {
+                double bound = add_bandwidth(rows[r], bandwidth);
+                if (json_integer_value(json_object_get(rows[r], "params")) >= 1000000 && bound < least_bound)
+                    least_bound = bound, least = rows[r];
+            }
+            if (least)
+                bench_report_note(report,
+                                  "moving its bytes at %.1f GB/s, (a') could take at most %.3f less time than the "
+                                  "client at >= 1M params (least at %lld params, B = %lld): the bound when its inputs "
+                                  "come from memory",
+                                  bandwidth, least_bound,
+                                  (long long)json_integer_value(json_object_get(least, "params")),
+                                  (long long)json_integer_value(json_object_get(least, "batches")));
+        }
         bench_report_note(report,
                           "medians of %d rounds, each running (a) and (a') 3 times each, then (b), then (c) (Lua: in "
                           "the first 3 or 1 rounds only when a run takes seconds); kernels on %d threads; "
@@ -609,6 +668,8 @@ int bench_indb(int argc, char **argv) {
                                               "avgupdate_reduction_vs_client",
                                               "speedup_vs_lua_json",
                                               "avgupdate_speedup_vs_lua_json",
+                                              "avgupdate_gb_s",
+                                              "avgupdate_reduction_at_bandwidth",
                                               NULL};
         bench_report_print(report, as_json, columns);
     }
