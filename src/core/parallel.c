@@ -13,11 +13,12 @@
  * CPUs (back to back, medians): 1.63 ms on a job thread, as slow as one
  * kernel thread (1.75), and 1.17 inline; with the helpers placed, 0.95 on
  * a job thread and 0.91-0.95 inline. So helper t is created on the t-th
- * allowed CPU after the caller's, and widens its own affinity back to every
- * CPU the caller may use as soon as it runs: that places it without pinning
- * it, and the scheduler may still move it if its CPU gets busy. A caller
- * confined to one CPU (a peer's share under `spirt train --placement
- * peer`) keeps its helpers there. */
+ * allowed CPU after the caller's, and its affinity is widened back to every
+ * CPU the caller may use right after: created there, Linux queues it there,
+ * and the widening leaves it free to move (to the caller's CPU, say, if
+ * its own is busy and the caller finishes first). A caller confined to one
+ * CPU (a peer's share under `spirt train --placement peer`) keeps its
+ * helpers there. */
 #define _GNU_SOURCE /* cpu_set_t, sched_getcpu, pthread_attr_setaffinity_np */
 #include "spirt/parallel.h"
 
@@ -32,12 +33,10 @@ typedef struct Range {
     ParallelBody body;
     void *context;
     size_t begin, end;
-    const cpu_set_t *widen_to; /* a helper's affinity once it runs; NULL: leave it */
 } Range;
 
 static void *run_range(void *argument) {
     Range *range = argument;
-    if (range->widen_to) (void)sched_setaffinity(0, sizeof(cpu_set_t), range->widen_to);
     range->body(range->context, range->begin, range->end);
     return NULL;
 }
@@ -55,18 +54,21 @@ static int cpus_after_current(cpu_set_t *allowed, int *cpus) {
     return count;
 }
 
-/* Starts a helper on `cpu` (< 0: wherever Linux puts it); 1 if started. */
-static int start_helper(pthread_t *id, Range *range, int cpu) {
+/* Starts a helper on `cpu`, then lets it run on any CPU of `allowed`
+ * (cpu < 0: wherever Linux puts it); 1 if started. */
+static int start_helper(pthread_t *id, Range *range, int cpu, const cpu_set_t *allowed) {
     pthread_attr_t attributes;
     if (pthread_attr_init(&attributes) != 0) return 0;
+    int placed = 0;
     if (cpu >= 0) {
         cpu_set_t one;
         CPU_ZERO(&one);
         CPU_SET(cpu, &one);
-        if (pthread_attr_setaffinity_np(&attributes, sizeof(one), &one) != 0) range->widen_to = NULL;
+        placed = pthread_attr_setaffinity_np(&attributes, sizeof(one), &one) == 0;
     }
     int started = pthread_create(id, &attributes, run_range, range) == 0;
     pthread_attr_destroy(&attributes);
+    if (started && placed) (void)pthread_setaffinity_np(*id, sizeof(cpu_set_t), allowed);
     return started;
 }
 
@@ -104,11 +106,11 @@ void parallel_for(size_t count, size_t grain, int threads, ParallelBody body, vo
         size_t end = begin + per_thread * grain;
         if (begin > count) begin = count;
         if (end > count) end = count;
-        ranges[t] = (Range){body, context, begin, end, t > 0 && cpu_count > 1 ? &allowed : NULL};
+        ranges[t] = (Range){body, context, begin, end};
     }
     for (int t = 1; t < threads; t++)
         if (ranges[t].begin < ranges[t].end)
-            started[t] = start_helper(&ids[t], &ranges[t], cpu_count > 1 ? cpus[(t - 1) % cpu_count] : -1);
+            started[t] = start_helper(&ids[t], &ranges[t], cpu_count > 1 ? cpus[(t - 1) % cpu_count] : -1, &allowed);
     run_range(&ranges[0]);
     for (int t = 1; t < threads; t++) {
         if (started[t])
