@@ -4,7 +4,8 @@
  *
  *   redis-server --loadmodule build/spirt.so [THREADS n] [INLINE_MAX floats]
  *
- * THREADS: threads one kernel may use (default: every CPU, or SPIRT_THREADS).
+ * THREADS: threads one kernel may use (default: every CPU the server may
+ * run on, or SPIRT_THREADS).
  * INLINE_MAX: commands that read at most this many floats run on the main
  * thread; larger ones on a worker thread (default 262144, i.e. 1 MiB).
  * CACHE_MAX: bytes of freed tensor blocks kept for reuse (default 256 MiB;

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <time.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -318,6 +319,52 @@ static void test_parallel_placement(void) {
     CHECK(CPU_EQUAL(&confined.mask[1], &one));
 }
 
+typedef struct Confined {
+    cpu_set_t cpus;
+    int threads; /* parallel_default_threads() as seen there */
+} Confined;
+
+static void *threads_when_confined(void *argument) {
+    Confined *confined = argument;
+    if (sched_setaffinity(0, sizeof(cpu_set_t), &confined->cpus) == 0) confined->threads = parallel_default_threads();
+    return NULL;
+}
+
+static void test_default_threads(void) {
+    test_begin("parallel_default_threads counts the CPUs a thread may run on");
+    char *configured = getenv("SPIRT_THREADS") ? strdup(getenv("SPIRT_THREADS")) : NULL;
+    unsetenv("SPIRT_THREADS");
+    cpu_set_t allowed;
+    CHECK(sched_getaffinity(0, sizeof(allowed), &allowed) == 0);
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    int expected = CPU_COUNT(&allowed) < online ? CPU_COUNT(&allowed) : (int)online;
+    if (expected > 64) expected = 64;
+    CHECKF(parallel_default_threads() == expected, "%d threads for %d allowed CPUs", parallel_default_threads(),
+           CPU_COUNT(&allowed));
+
+    /* Confined to one CPU, as a peer's processes are under --placement peer. */
+    Confined confined = {.threads = -1};
+    int first = 0;
+    while (!CPU_ISSET(first, &allowed)) first++;
+    CPU_ZERO(&confined.cpus);
+    CPU_SET(first, &confined.cpus);
+    pthread_t thread;
+    CHECK(pthread_create(&thread, NULL, threads_when_confined, &confined) == 0 && pthread_join(thread, NULL) == 0);
+    CHECKF(confined.threads == 1, "%d threads on one CPU", confined.threads);
+
+    /* SPIRT_THREADS wins, confined or not. */
+    setenv("SPIRT_THREADS", "3", 1);
+    CHECK(parallel_default_threads() == 3);
+    confined.threads = -1;
+    CHECK(pthread_create(&thread, NULL, threads_when_confined, &confined) == 0 && pthread_join(thread, NULL) == 0);
+    CHECK(confined.threads == 3);
+    if (configured)
+        setenv("SPIRT_THREADS", configured, 1);
+    else
+        unsetenv("SPIRT_THREADS");
+    free(configured);
+}
+
 int main(void) {
     test_errors();
     test_rng();
@@ -326,5 +373,6 @@ int main(void) {
     test_tensor_files();
     test_parallel_for();
     test_parallel_placement();
+    test_default_threads();
     return test_finish();
 }

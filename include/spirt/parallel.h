@@ -25,8 +25,9 @@ typedef void (*ParallelBody)(void *context, size_t begin, size_t end);
  * the remaining ranges run on the calling thread: it never fails. */
 void parallel_for(size_t count, size_t grain, int threads, ParallelBody body, void *context);
 
-/* The number of online CPUs, or the SPIRT_THREADS environment variable if it
- * is set to a positive number. */
+/* The number of CPUs the calling thread may run on (its affinity, at most
+ * the CPUs online), or the SPIRT_THREADS environment variable if it is set
+ * to a positive number. */
 int parallel_default_threads(void);
 
 #ifdef __cplusplus

@@ -78,7 +78,15 @@ int parallel_default_threads(void) {
         int threads = atoi(configured);
         if (threads > 0) return threads > MAX_THREADS ? MAX_THREADS : threads;
     }
+    /* The CPUs this thread may run on, not every CPU online: a process
+     * confined to one CPU (a peer under `spirt train --placement peer`)
+     * gains nothing from a second kernel thread taking turns with the
+     * first. */
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0 && CPU_COUNT(&allowed) >= 1 &&
+        (cpus < 1 || CPU_COUNT(&allowed) < cpus))
+        cpus = CPU_COUNT(&allowed);
     if (cpus < 1) cpus = 1;
     return cpus > MAX_THREADS ? MAX_THREADS : (int)cpus;
 }
