@@ -3,6 +3,8 @@
  * parallel_for splits [0, count) into contiguous ranges whose boundaries are
  * multiples of `grain` and runs `body` on each, on up to `threads` threads
  * (the calling thread is one of them). It returns when every range is done.
+ * Each helper thread starts on another CPU the caller may run on (the next
+ * ones after the caller's) and is free to move from there.
  *
  * Determinism is the caller's contract and the reason this exists instead of
  * OpenMP: a body must compute each index the same way whatever range it is
