@@ -152,6 +152,10 @@ static void fetch_destroy(SpirtJob *base) {
 }
 
 int spirt_command_fetch(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
+    /* The secret never reaches MONITOR or the slow log, whatever else is
+     * wrong with the command: redacted before anything is checked. */
+    for (int i = 2; i + 1 < argc; i++)
+        if (spirt_arg_is(argv[i], "PASSWORD")) RedisModule_RedactClientCommandArgument(ctx, i + 1);
     if (argc < 11) return RedisModule_WrongArity(ctx);
     if (!spirt_job_client_can_block(ctx))
         return spirt_reply_error(ctx, "INVALID", "SPIRT.FETCH waits on the network: not inside MULTI or a script");

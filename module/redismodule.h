@@ -256,7 +256,8 @@ typedef struct RedisModuleCommandInfo {
       (RedisModuleServerInfoData * data, const char *field, int *out_error))                           \
     X(int, RegisterInfoFunc, (RedisModuleCtx * ctx, RedisModuleInfoFunc callback))                      \
     X(int, InfoAddSection, (RedisModuleInfoCtx * ctx, const char *name))                                \
-    X(int, InfoAddFieldLongLong, (RedisModuleInfoCtx * ctx, const char *field, long long value))
+    X(int, InfoAddFieldLongLong, (RedisModuleInfoCtx * ctx, const char *field, long long value))       \
+    X(int, RedactClientCommandArgument, (RedisModuleCtx * ctx, int position))
 
 #define SPIRT_REDISMODULE_DECLARE(type, name, parameters) extern type(*RedisModule_##name) parameters;
 SPIRT_REDISMODULE_API(SPIRT_REDISMODULE_DECLARE)

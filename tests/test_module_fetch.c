@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -147,6 +148,32 @@ int main(void) {
     freeReplyObject(reply);
     CHECK(holds_values(dst, "in:guarded", values, COUNT) && holds_values(dst, "in:user", values, COUNT));
     redisFree(guard);
+
+    /* The secret stays out of the slow log, also for a refused command. */
+    CHECK(module_test_ok(dst, "CONFIG", "SET", "slowlog-log-slower-than", "0", NULL));
+    CHECK(module_test_ok(dst, "SLOWLOG", "RESET", NULL));
+    reply = fetch(dst, "in:guarded", guarded_address, "pub", size, hex, right_password);
+    freeReplyObject(reply);
+    reply = module_test_command(dst, "SPIRT.FETCH", "in:x", "ADDRESS", tcp_address, "KEY", "pub", "RANGE", "0", "100",
+                                "PASSWORD", "s3cret", "DIGEST", hex, "TIMEOUT", "-5", NULL);
+    CHECK(module_test_is_error(reply, "INVALID")); /* refused at its TIMEOUT, after the PASSWORD */
+    freeReplyObject(reply);
+    reply = module_test_command(dst, "SLOWLOG", "GET", "10", NULL);
+    int fetches = 0, redacted = 0, leaked = 0;
+    for (size_t e = 0; reply && reply->type == REDIS_REPLY_ARRAY && e < reply->elements; e++) {
+        redisReply *entry = reply->element[e], *arguments = entry->elements > 3 ? entry->element[3] : NULL;
+        if (arguments == NULL || arguments->elements == 0 || strcasecmp(arguments->element[0]->str, "SPIRT.FETCH") != 0)
+            continue;
+        fetches++;
+        for (size_t a = 0; a < arguments->elements; a++) {
+            redacted += strcmp(arguments->element[a]->str, "(redacted)") == 0;
+            leaked += strcmp(arguments->element[a]->str, "s3cret") == 0;
+        }
+    }
+    freeReplyObject(reply);
+    CHECKF(fetches == 2 && redacted == 2 && leaked == 0, "%d FETCH entries, %d redacted, %d with the password",
+           fetches, redacted, leaked);
+    CHECK(module_test_ok(dst, "CONFIG", "SET", "slowlog-log-slower-than", "10000", NULL));
 
     /* Bytes that are not what the digest names, or not a finite tensor:
      * refused, and an old value of the destination stays. */
