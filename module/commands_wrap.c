@@ -33,14 +33,15 @@ static size_t encoding_bytes(const SpirtTensor *tensor) {
     return SPIRT_TENSOR_FILE_HEADER_SIZE + spirt_tensor_bytes(tensor);
 }
 
-/* One job for both commands: hash the tensor (on a worker when it is big),
- * then reply (TDIGEST) or check the digest and store (TWRAP). */
+/* One job for both commands: hash the tensor if its digest is needed and
+ * not known yet (on a worker when it is big), then reply (TDIGEST) or
+ * check the digest and store (TWRAP). */
 typedef struct WrapJob {
     SpirtJob base;
-    SpirtTensor *tensor;          /* a reference to the source */
+    SpirtTensor *tensor; /* a reference to the source */
+    int hash;            /* the digest is still to be computed */
     unsigned char digest[SPIRT_DIGEST_BYTES];
-    int check;                    /* TWRAP with DIGEST, still to hash */
-    int mismatch;                 /* ... and the digest differed */
+    int check; /* TWRAP with DIGEST: the digest must be `expected` */
     unsigned char expected[SPIRT_DIGEST_BYTES];
     RedisModuleString *destination; /* TWRAP (NULL: TDIGEST): retained names and bytes */
     RedisModuleString *prefix, *suffix;
@@ -48,15 +49,10 @@ typedef struct WrapJob {
 
 static void wrap_compute(SpirtJob *base) {
     WrapJob *job = (WrapJob *)base;
-    if (job->destination && !job->check) return; /* TWRAP without DIGEST, or one TDIGEST computed */
-    encoding_digest(job->tensor, job->digest);
-    job->mismatch = job->check && memcmp(job->digest, job->expected, SPIRT_DIGEST_BYTES) != 0;
+    if (job->hash) encoding_digest(job->tensor, job->digest);
 }
 
 static int reply_digest(RedisModuleCtx *ctx, const WrapJob *job) {
-    /* Remembered for TWRAP: the tensor never changes. */
-    memcpy(job->tensor->encoding_digest, job->digest, SPIRT_DIGEST_BYTES);
-    job->tensor->encoding_digest_known = 1;
     char hex[SPIRT_DIGEST_HEX_BYTES + 1];
     digest_to_hex(job->digest, hex);
     RedisModule_ReplyWithArray(ctx, 2);
@@ -104,7 +100,12 @@ static int store_wrapped(RedisModuleCtx *ctx, WrapJob *job) {
 
 static int wrap_finish(RedisModuleCtx *ctx, SpirtJob *base) {
     WrapJob *job = (WrapJob *)base;
-    if (job->mismatch)
+    if (job->hash) {
+        /* Remembered (main thread) for the next TDIGEST or TWRAP of it. */
+        memcpy(job->tensor->encoding_digest, job->digest, SPIRT_DIGEST_BYTES);
+        job->tensor->encoding_digest_known = 1;
+    }
+    if (job->check && memcmp(job->digest, job->expected, SPIRT_DIGEST_BYTES) != 0)
         return spirt_reply_error(ctx, "CONFLICT",
                                  "the source's encoding does not have the DIGEST given (replaced?); nothing was written");
     return job->destination ? store_wrapped(ctx, job) : reply_digest(ctx, job);
@@ -119,6 +120,18 @@ static void wrap_destroy(SpirtJob *base) {
     RedisModule_Free(job);
 }
 
+/* A job over `tensor`; with need_digest, job->digest is the encoding's
+ * digest by the time the job finishes: the one remembered from an earlier
+ * TDIGEST or TWRAP of this very tensor (it never changes), or hashed. */
+static WrapJob *wrap_job_new(SpirtTensor *tensor, int need_digest) {
+    WrapJob *job = spirt_job_create(sizeof(WrapJob), wrap_compute, wrap_finish, wrap_destroy);
+    job->tensor = spirt_tensor_retain(tensor);
+    job->hash = need_digest && !tensor->encoding_digest_known;
+    if (need_digest && tensor->encoding_digest_known)
+        memcpy(job->digest, tensor->encoding_digest, SPIRT_DIGEST_BYTES);
+    return job;
+}
+
 /* --- SPIRT.TDIGEST key -------------------------------------------------------
  * Reply: [hex, length]: the BLAKE3 of the tensor's encoding as 64 lowercase
  * hex digits, and the encoding's length in bytes. NOKEY, WRONGTYPE. */
@@ -126,9 +139,8 @@ int spirt_command_tdigest(RedisModuleCtx *ctx, RedisModuleString **argv, int arg
     if (argc != 2) return RedisModule_WrongArity(ctx);
     SpirtTensor *tensor;
     if (spirt_key_tensor_or_reply(ctx, argv[1], "tensor", &tensor) != REDISMODULE_OK) return REDISMODULE_OK;
-    WrapJob *job = spirt_job_create(sizeof(*job), wrap_compute, wrap_finish, wrap_destroy);
-    job->tensor = spirt_tensor_retain(tensor);
-    return spirt_job_submit(ctx, &job->base, tensor->count);
+    WrapJob *job = wrap_job_new(tensor, 1);
+    return spirt_job_submit(ctx, &job->base, job->hash ? tensor->count : 0);
 }
 
 /* --- SPIRT.TWRAP dst src [PREFIX bytes] [SUFFIX bytes] [DIGEST hex] ----------
@@ -163,19 +175,13 @@ int spirt_command_twrap(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     }
     SpirtTensor *tensor;
     if (spirt_key_tensor_or_reply(ctx, argv[2], "source", &tensor) != REDISMODULE_OK) return REDISMODULE_OK;
-    WrapJob *job = spirt_job_create(sizeof(*job), wrap_compute, wrap_finish, wrap_destroy);
-    job->tensor = spirt_tensor_retain(tensor);
+    WrapJob *job = wrap_job_new(tensor, check);
     job->check = check;
     memcpy(job->expected, expected, sizeof(expected));
     job->destination = argv[1];
     RedisModule_RetainString(NULL, argv[1]);
     if (prefix) RedisModule_RetainString(NULL, job->prefix = prefix);
     if (suffix) RedisModule_RetainString(NULL, job->suffix = suffix);
-    if (check && tensor->encoding_digest_known) {
-        /* TDIGEST hashed this very tensor: compare, and store inline. */
-        job->check = 0;
-        job->mismatch = memcmp(tensor->encoding_digest, expected, SPIRT_DIGEST_BYTES) != 0;
-    }
     /* Without a digest to compute the job only stores: inline. */
-    return spirt_job_submit(ctx, &job->base, job->check ? tensor->count : 0);
+    return spirt_job_submit(ctx, &job->base, job->hash ? tensor->count : 0);
 }

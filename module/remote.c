@@ -19,21 +19,15 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "spirt/clock.h"
 #include "spirt_module.h"
-
-static double now_ms(void) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)now.tv_sec * 1e3 + (double)now.tv_nsec / 1e6;
-}
 
 /* Waits until the socket is ready for `events` or the deadline passes. */
 static int wait_ready(SpirtRemote *remote, short events, SpirtError *error) {
     for (;;) {
-        double left = remote->deadline_ms - now_ms();
+        double left = remote->deadline_ms - clock_monotonic_ms();
         if (left <= 0)
             return spirt_error_set(error, SPIRT_ERR_TIMEOUT, "%s did not answer within %d ms", remote->address,
                                    remote->timeout_ms);
@@ -72,7 +66,7 @@ int spirt_remote_open(SpirtRemote *remote, const char *address, int timeout_ms, 
     memset(remote, 0, sizeof(*remote));
     remote->fd = -1;
     remote->timeout_ms = timeout_ms;
-    remote->deadline_ms = now_ms() + timeout_ms;
+    remote->deadline_ms = clock_monotonic_ms() + timeout_ms;
     snprintf(remote->address, sizeof(remote->address), "%s", address);
     if (strncmp(address, "unix:", 5) == 0) {
         struct sockaddr_un unix_address = {.sun_family = AF_UNIX};

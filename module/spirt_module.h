@@ -74,8 +74,8 @@ typedef struct SpirtTensor {
     TensorShape shape;
     size_t count; /* product of the dims */
     float *data;  /* count values; never written once stored */
-    /* The BLAKE3 of its encoding once SPIRT.TDIGEST computed it, so that
-     * SPIRT.TWRAP ... DIGEST need not hash again. Main thread only. */
+    /* The BLAKE3 of its encoding once SPIRT.TDIGEST or SPIRT.TWRAP ...
+     * DIGEST computed it, so that neither hashes it again. Main thread only. */
     int encoding_digest_known;
     unsigned char encoding_digest[SPIRT_DIGEST_BYTES];
 } SpirtTensor;
