@@ -130,11 +130,10 @@ static int publish_in_database(StoreConn *db, const Identity *identity, uint64_t
                         6, ENVELOPE_SIGNATURE_BYTES, 6, SPIRT_DIGEST_HEX_BYTES};
     status = store_command_argv(db, 9, argv, lengths, &reply, error);
     if (status != SPIRT_OK) return spirt_error_prefix(error, "storing %s", published_key);
-    int stored = reply->type == STORE_REPLY_INTEGER &&
-                 (size_t)reply->integer == head_size + encoding_size + ENVELOPE_SIGNATURE_BYTES;
+    *envelope_size = head_size + encoding_size + ENVELOPE_SIGNATURE_BYTES;
+    int stored = reply->type == STORE_REPLY_INTEGER && (size_t)reply->integer == *envelope_size;
     store_reply_free(reply);
     if (!stored) return spirt_error_set(error, SPIRT_ERR_PROTOCOL, "SPIRT.TWRAP %s: unexpected reply", published_key);
-    *envelope_size = head_size + encoding_size + ENVELOPE_SIGNATURE_BYTES;
     return SPIRT_OK;
 }
 
@@ -163,8 +162,7 @@ int fn_publish(FnContext *context, const json_t *event, json_t **result, SpirtEr
         *result = json_pack("{s:i, s:s}", "bytes", 0, "attack", attack_kind_name(attack->kind));
         return SPIRT_OK;
     }
-    int crafted = attack->kind != ATTACK_NONE && !attack_poisons_labels(attack);
-    if (!crafted) {
+    if (attack->kind == ATTACK_NONE || attack_poisons_labels(attack)) {
         /* Honest (a label flipper's poison is already in its gradients). */
         size_t envelope_size = 0;
         if ((status = publish_in_database(db, identity, parsed.round, &envelope_size, error)) != SPIRT_OK) return status;
@@ -176,36 +174,35 @@ int fn_publish(FnContext *context, const json_t *event, json_t **result, SpirtEr
     Tensor *average = NULL;
     if ((status = store_tensor_get(db, key_round_average(key, parsed.round), &average, error)) != SPIRT_OK)
         return spirt_error_prefix(error, "reading %s", key);
-    Tensor *published = average;
+    /* A Byzantine peer's vector, crafted from its own average (and, for an
+     * omniscient attack, the honest peers' publications). */
     uint64_t noise_seed = config->seed ^ (parsed.round * 0x9e3779b97f4a7c15ull);
     for (const char *c = parsed.peer_id; *c; c++) noise_seed = noise_seed * 131 + (unsigned char)*c;
-    if (crafted) {
-        TensorShape shape;
-        published = tensor_shape_vector(&shape, attack_vector_count(attack, average->count), error) == SPIRT_OK
-                        ? tensor_create(&shape, error)
-                        : NULL;
-        Tensor *honest[RUN_MAX_PEERS] = {0};
-        size_t honest_count = 0;
-        if (published && attack_is_omniscient(attack))
-            honest_count = read_honest_vectors(context, db, config, parsed.round, average->count, honest, RUN_MAX_PEERS);
-        const float *honest_values[RUN_MAX_PEERS];
-        for (size_t i = 0; i < honest_count; i++) honest_values[i] = honest[i]->data;
-        size_t n = peer_count(db);
-        size_t f = config->byzantine_count ? config->byzantine_count : 1;
-        if (published == NULL)
-            status = error->code;
-        else if (attack_is_omniscient(attack) && honest_count == 0)
-            /* Nothing to imitate this round: behave honestly rather than
-             * publish nothing (a silent peer is another experiment). */
-            memcpy(published->data, average->data, average->count * sizeof(float));
-        else
-            status = attack_craft(attack, average->data, honest_values, honest_count, average->count, n, f, noise_seed,
-                                  published->data, error);
-        for (size_t i = 0; i < honest_count; i++) tensor_free(honest[i]);
-    }
+    TensorShape shape;
+    Tensor *published = tensor_shape_vector(&shape, attack_vector_count(attack, average->count), error) == SPIRT_OK
+                            ? tensor_create(&shape, error)
+                            : NULL;
+    Tensor *honest[RUN_MAX_PEERS] = {0};
+    size_t honest_count = 0;
+    if (published && attack_is_omniscient(attack))
+        honest_count = read_honest_vectors(context, db, config, parsed.round, average->count, honest, RUN_MAX_PEERS);
+    const float *honest_values[RUN_MAX_PEERS];
+    for (size_t i = 0; i < honest_count; i++) honest_values[i] = honest[i]->data;
+    size_t n = peer_count(db);
+    size_t f = config->byzantine_count ? config->byzantine_count : 1;
+    if (published == NULL)
+        status = error->code;
+    else if (attack_is_omniscient(attack) && honest_count == 0)
+        /* Nothing to imitate this round: behave honestly rather than
+         * publish nothing (a silent peer is another experiment). */
+        memcpy(published->data, average->data, average->count * sizeof(float));
+    else
+        status = attack_craft(attack, average->data, honest_values, honest_count, average->count, n, f, noise_seed,
+                              published->data, error);
+    for (size_t i = 0; i < honest_count; i++) tensor_free(honest[i]);
     /* Keep the vector for our own aggregate (see aggregate.c): a Byzantine
      * peer aggregates what the honest peers aggregate. */
-    if (status == SPIRT_OK && crafted && attack_publication_valid(attack))
+    if (status == SPIRT_OK && attack_publication_valid(attack))
         status = store_tensor_set(db, key_round_sent(key, parsed.round), &published->shape, published->data, error);
     size_t payload_size = 0, envelope_size = 0;
     /* No inner digest: the envelope's signature covers the payload. */
@@ -228,7 +225,7 @@ int fn_publish(FnContext *context, const json_t *event, json_t **result, SpirtEr
     }
     free(payload);
     free(envelope);
-    if (published != average) tensor_free(published);
+    tensor_free(published);
     tensor_free(average);
     if (status != SPIRT_OK) return status;
     *result = publish_result(envelope_size, attack);
