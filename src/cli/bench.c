@@ -175,6 +175,19 @@ double bench_memory_bandwidth(int threads, int repeats) {
     return (double)count * sizeof(float) / (ms * 1e6);
 }
 
+double bench_report_bandwidth(BenchReport *report, double start_gb_s, int threads) {
+    double end_gb_s = bench_memory_bandwidth(threads, 5);
+    double bandwidth = start_gb_s > end_gb_s ? start_gb_s : end_gb_s;
+    bench_report_set(report, "bandwidth_gb_s", json_real(bandwidth));
+    bench_report_set(report, "bandwidth_probe",
+                     json_string("read-only sum over 512 MiB, same thread count as the kernels, median of 5, "
+                                 "the higher of a probe at the start and one at the end"));
+    bench_report_note(report,
+                      "bandwidth probe: %.1f GB/s at the start, %.1f at the end, reading 512 MiB with %d threads",
+                      start_gb_s, end_gb_s, threads);
+    return bandwidth;
+}
+
 double bench_median_ms(void (*run)(void *context), void *context, int warmup, int repeats) {
     if (repeats < 1) repeats = 1;
     for (int i = 0; i < warmup; i++) run(context);

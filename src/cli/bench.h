@@ -53,6 +53,10 @@ double bench_median(double *values, size_t count);
  * MiB on `threads` threads, the median of `repeats` after one warm-up; 0 if
  * it cannot allocate. The figure a memory-bound kernel is compared with. */
 double bench_memory_bandwidth(int threads, int repeats);
+/* The probe again at the end of a run that took one (start_gb_s) at its
+ * start: notes both, and sets and returns the higher ("bandwidth_gb_s"),
+ * the rate of the machine when it was least disturbed. */
+double bench_report_bandwidth(BenchReport *report, double start_gb_s, int threads);
 
 /* Runs `/usr/bin/python3 script args...` (script relative to the source tree's
  * bench/ folder), waits for it, and parses its stdout as one JSON object.

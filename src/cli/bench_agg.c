@@ -355,8 +355,7 @@ int bench_agg(int argc, char **argv) {
             free(data), free(out), free(inputs);
         }
 
-    double bandwidth_end = bench_memory_bandwidth(threads, 5);
-    double bandwidth = bandwidth_start > bandwidth_end ? bandwidth_start : bandwidth_end;
+    double bandwidth = bench_report_bandwidth(report, bandwidth_start, threads);
     for (int k = 0; k < 4 && bandwidth > 0; k++) {
         if (mean_rows[k] == NULL) continue;
         double ms = json_real_value(json_object_get(mean_rows[k], "spirt_ms"));
@@ -364,12 +363,6 @@ int bench_agg(int argc, char **argv) {
                        (double)json_integer_value(json_object_get(mean_rows[k], "d")) * sizeof(float);
         json_object_set_new(mean_rows[k], "fraction_of_bandwidth", json_real(moved / (ms * 1e6) / bandwidth));
     }
-    bench_report_set(report, "bandwidth_gb_s", json_real(bandwidth));
-    bench_report_set(report, "bandwidth_probe",
-                     json_string("read-only sum over 512 MiB, same thread count as the rules, median of 5, "
-                                 "the higher of a probe at the start and one at the end"));
-    bench_report_note(report, "bandwidth probe: %.1f GB/s at the start, %.1f at the end, reading 512 MiB with %d threads",
-                      bandwidth_start, bandwidth_end, threads);
     bench_report_note(report, "medians of %d spirt runs (after a warm-up) alternating with %d NumPy runs (1 if over 3 s)",
                       repeats, numpy_repeats);
     bench_report_note_load(report, "at end");

@@ -630,13 +630,8 @@ int bench_indb(int argc, char **argv) {
             note_acceptance(report, "(a) AVG + UPDATE", &pair_acceptance);
             note_acceptance(report, "(a') AVGUPDATE", &fused_acceptance);
         }
-        double bandwidth_end = bench_memory_bandwidth(threads, 5);
-        double bandwidth = bandwidth_start > bandwidth_end ? bandwidth_start : bandwidth_end;
-        bench_report_note(report,
-                          "bandwidth probe: %.1f GB/s at the start, %.1f at the end, reading 512 MiB with %d threads",
-                          bandwidth_start, bandwidth_end, threads);
+        double bandwidth = bench_report_bandwidth(report, bandwidth_start, threads);
         if (bandwidth > 0) {
-            bench_report_set(report, "bandwidth_gb_s", json_real(bandwidth));
             double least_bound = 2.0;
             json_t *least = NULL;
             for (int r = 0; r < row_count; r++) {

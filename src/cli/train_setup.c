@@ -126,8 +126,9 @@ int train_start_everything(Run *run, const Dataset *train, const AttackConfig *a
     run->cluster = cluster_create(run->dir, error);
     if (run->cluster == NULL) return error->code;
     /* Each peer's processes on its own share of the CPUs (cluster.h). A
-     * machine whose CPUs cannot be read runs without placement. */
-    int placed = strcmp(o->placement, "peer") == 0 && cluster_plan_cpu_groups(run->cluster, o->peers, NULL) == SPIRT_OK;
+     * machine whose CPUs cannot be read runs without placement: without a
+     * plan, cluster_use_cpu_group(i) below means anywhere. */
+    if (strcmp(o->placement, "peer") == 0) (void)cluster_plan_cpu_groups(run->cluster, o->peers, NULL);
     json_t *peers = json_array();
     Identity identities[MAX_PEERS];
     for (int i = 0; i < o->peers; i++) {
@@ -151,7 +152,7 @@ int train_start_everything(Run *run, const Dataset *train, const AttackConfig *a
         char socket_path[1200];
         snprintf(socket_path, sizeof(socket_path), "%s/redis.sock", dir);
         int use_unix = strcmp(o->transport, "unix") == 0 && strlen(socket_path) < 100;
-        cluster_use_cpu_group(run->cluster, placed ? i : -1);
+        cluster_use_cpu_group(run->cluster, i);
         const char *extra[] = {"TRANSIENT_PREFIX", KEY_ROUND_PREFIX, "TRANSIENT_PREFIX", KEY_PUBLISHED_PREFIX,
                                "--auto-aof-rewrite-min-size", "1gb",
                                use_unix ? "--unixsocket" : NULL, socket_path, "--unixsocketperm", "700", NULL};
@@ -191,7 +192,7 @@ int train_start_everything(Run *run, const Dataset *train, const AttackConfig *a
         if (status != SPIRT_OK) break;
         char key_path[1200];
         snprintf(key_path, sizeof(key_path), "%s/%s/identity.key", run->dir, peer->id);
-        cluster_use_cpu_group(run->cluster, placed ? i : -1);
+        cluster_use_cpu_group(run->cluster, i);
         for (int w = 0; !o->inline_functions && w < o->workers && status == SPIRT_OK; w++) {
             char name[64], crash[32], hang[32], hang_ms[32], visibility[32], fault_seed[32];
             snprintf(name, sizeof(name), "%s-worker-%d", peer->id, w);
