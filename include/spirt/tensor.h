@@ -119,7 +119,7 @@ int tensor_payload_shape(const unsigned char header[SPIRT_TENSOR_FILE_HEADER_SIZ
                          TensorShape *shape, SpirtError *error);
 
 /* tensor_decode for bytes whose integrity is already proven -- the payload
- * of an envelope whose signature covers its BLAKE2b-256 digest: checks every
+ * of an envelope whose signature covers its digest (BLAKE3): checks every
  * field but does not hash the data again (the costliest part of decoding),
  * and accepts encodings without a digest. */
 Tensor *tensor_decode_authenticated(const unsigned char *bytes, size_t size, const char *what, SpirtError *error);

@@ -8,7 +8,7 @@
 #include "spirt/digest.h"
 
 static const char envelope_magic[8] = {'S', 'P', 'I', 'R', 'T', 'E', 'N', 'V'};
-enum { ENVELOPE_VERSION = 2, DIGEST_BYTES = SPIRT_DIGEST_BYTES };
+enum { ENVELOPE_VERSION = 2 };
 
 static void put_u16(unsigned char *p, uint16_t v) {
     p[0] = (unsigned char)v;
@@ -41,7 +41,7 @@ int envelope_seal_around(const Identity *signer, EnvelopeKind kind, uint64_t rou
     put_u16(head + 12, (uint16_t)id_length);
     put_u64(head + 16, round);
     put_u64(head + 24, payload_size);
-    memcpy(head + 32, digest, DIGEST_BYTES);
+    memcpy(head + 32, digest, SPIRT_DIGEST_BYTES);
     memcpy(head + ENVELOPE_HEADER_BYTES, signer->peer_id, id_length);
     /* The signature goes last, over the header and the id; the payload is
      * bound through its digest in the header. */
@@ -52,7 +52,7 @@ int envelope_seal_around(const Identity *signer, EnvelopeKind kind, uint64_t rou
 
 unsigned char *envelope_seal(const Identity *signer, EnvelopeKind kind, uint64_t round, const void *payload,
                              size_t payload_size, size_t *size, SpirtError *error) {
-    unsigned char head[ENVELOPE_HEAD_MAX], signature[ENVELOPE_SIGNATURE_BYTES], digest[DIGEST_BYTES];
+    unsigned char head[ENVELOPE_HEAD_MAX], signature[ENVELOPE_SIGNATURE_BYTES], digest[SPIRT_DIGEST_BYTES];
     size_t head_size = 0;
     digest_blake3(payload, payload_size, digest);
     if (envelope_seal_around(signer, kind, round, payload_size, digest, head, &head_size, signature, error) != SPIRT_OK)
@@ -140,9 +140,9 @@ int envelope_open(const unsigned char *envelope, size_t size, const Identity *se
     if (status == SPIRT_OK)
         status = verify_head(envelope, envelope + size - ENVELOPE_SIGNATURE_BYTES, &parsed, sender, kind, round, error);
     if (status != SPIRT_OK) return status;
-    unsigned char digest[DIGEST_BYTES];
+    unsigned char digest[SPIRT_DIGEST_BYTES];
     digest_blake3(parsed.payload, parsed.payload_size, digest);
-    if (sodium_memcmp(digest, envelope + 32, DIGEST_BYTES) != 0)
+    if (sodium_memcmp(digest, envelope + 32, SPIRT_DIGEST_BYTES) != 0)
         return spirt_error_set(error, SPIRT_ERR_AUTH, "payload from %s does not match its signed digest", sender->peer_id);
     *contents = parsed;
     return SPIRT_OK;
@@ -158,6 +158,6 @@ int envelope_check_head(const unsigned char *head, size_t head_available,
     if (status != SPIRT_OK) return status;
     out->payload_offset = ENVELOPE_HEADER_BYTES + strlen(parsed.peer_id);
     out->payload_size = parsed.payload_size;
-    memcpy(out->payload_digest, head + 32, DIGEST_BYTES);
+    memcpy(out->payload_digest, head + 32, SPIRT_DIGEST_BYTES);
     return SPIRT_OK;
 }
